@@ -1,0 +1,50 @@
+# This file is part of ctrl_bps_panda.
+#
+# Licensed under the BSD 3-Clause License; see the LICENSE file at the top of
+# this distribution.
+"""Names shared by the plugin, the edge-node decoder and the local service.
+
+Only fixed protocol names live here; configurable defaults live in
+``etc/panda_defaults.yaml``.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "CMD_LINE_TOKEN",
+    "DEFAULTS_URI",
+    "FINAL_PSEUDO_INPUT",
+    "IDDS_MAX_NAME_LENGTH_DEFAULT",
+    "IN_PLACEHOLDER",
+    "NO_DIRECT_IO",
+    "RELAY_PATH",
+    "SUBMIT_RECORD_FILENAME",
+    "WORKFLOW_JSON_FILENAME",
+]
+
+DEFAULTS_URI = "resource://lsst.ctrl.bps.panda/etc/panda_defaults.yaml"
+"""Where the packaged defaults live."""
+
+CMD_LINE_TOKEN = "_cmd_line_"
+"""Token in ``runnerCommand`` replaced by the encoded job command line."""
+
+IN_PLACEHOLDER = "${IN/L}"
+"""Replaced by PanDA (or the local service) by each job's pseudo input name."""
+
+NO_DIRECT_IO = "cmdlineplaceholder"
+"""Fifth decoder field when no input is read in place."""
+
+FINAL_PSEUDO_INPUT = "pure_pseudoinput"
+"""Base name of the final job's pseudo input."""
+
+IDDS_MAX_NAME_LENGTH_DEFAULT = 4000
+"""iDDS limit on a dependency-map name unless ``IDDS_MAX_NAME_LENGTH`` is set."""
+
+RELAY_PATH = "/server/panda/relay_idds_command"
+"""Legacy relay route used by panda-client's iDDS API."""
+
+WORKFLOW_JSON_FILENAME = "panda_idds_workflow.json"
+"""The iDDS workflow as it is sent, written by ``PandaBpsWmsWorkflow.write``."""
+
+SUBMIT_RECORD_FILENAME = "panda_submit_record.json"
+"""Run id, run name and task name -> label/job-count map in the submit dir."""
