@@ -1,0 +1,195 @@
+# This file is part of ctrl_bps_panda.
+#
+# Licensed under the BSD 3-Clause License; see the LICENSE file at the top of
+# this distribution.
+"""``panda-local start|stop|status|env``: run the local PanDA service.
+
+Typical use::
+
+    panda-local start            # daemon, state in ~/.lsst/panda-local
+    eval "$(panda-local env)"    # PANDA_URL, PANDA_AUTH, ... for panda-client
+    bps submit -s config/bps_local.yaml my_submit.yaml
+    panda-local status
+    panda-local stop
+"""
+
+from __future__ import annotations
+
+__all__ = ["main"]
+
+import json
+import logging
+import os
+import shlex
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from typing import Any
+
+import click
+
+from .layout import StateLayout, default_state_dir
+from .server import (
+    LocalServiceError,
+    ServiceConfig,
+    check_loopback,
+    client_env,
+    pid_alive,
+    read_service_file,
+    serve,
+)
+
+_STATE_OPTION = click.option(
+    "--state-dir",
+    type=click.Path(file_okay=False),
+    default=default_state_dir,
+    show_default="$PANDA_LOCAL_STATE or ~/.lsst/panda-local",
+    help="Directory holding the database, token, job directories and logs.",
+)
+
+
+def _layout(state_dir: str) -> StateLayout:
+    return StateLayout(os.path.abspath(os.path.expanduser(state_dir)))
+
+
+def _running_info(layout: StateLayout) -> dict[str, Any] | None:
+    info = read_service_file(layout)
+    if info is None or not pid_alive(int(info.get("pid", 0))):
+        return None
+    return info
+
+
+def _status_json(info: dict[str, Any], timeout: float = 5.0) -> dict[str, Any] | None:
+    from .app import STATUS_PATH
+
+    host = info["host"] if ":" not in info["host"] else f"[{info['host']}]"
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    try:
+        with opener.open(f"http://{host}:{info['port']}{STATUS_PATH}", timeout=timeout) as reply:
+            return json.load(reply)
+    except (OSError, ValueError):
+        return None
+
+
+@click.group()
+def main() -> None:
+    """Run the local PanDA service (relay + iDDS + PanDA on this machine)."""
+
+
+@main.command()
+@_STATE_OPTION
+@click.option("--port", type=int, default=None, help="Port; 0 picks a free one. Default: last, else free.")
+@click.option("--workers", type=int, default=None, help="Jobs run at once. Default: number of CPUs.")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Loopback address to bind.")
+@click.option("--foreground", is_flag=True, help="Run in this process instead of daemonising.")
+@click.option("--timeout", type=float, default=60.0, show_default=True, help="Seconds to wait until ready.")
+def start(  # noqa: PLR0913 - click passes one argument per option
+    state_dir: str, port: int | None, workers: int | None, host: str, foreground: bool, timeout: float
+) -> None:
+    """Start the service and wait until it answers."""
+    layout = _layout(state_dir)
+    try:
+        check_loopback(host)
+        config = ServiceConfig(layout.root, host, port, workers or os.cpu_count() or 1)
+        if foreground:
+            logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+            serve(config)
+            return
+        info = _daemonise(layout, config, timeout)
+    except LocalServiceError as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(f"panda-local up at {info['url']} (pid {info['pid']}, state {layout.root})")
+
+
+def _daemonise(layout: StateLayout, config: ServiceConfig, timeout: float) -> dict[str, Any]:
+    running = _running_info(layout)
+    if running is not None:
+        raise LocalServiceError(f"Already running at {running['url']} (pid {running['pid']})")
+    os.makedirs(layout.root, exist_ok=True)
+    argv = [sys.executable, "-m", "lsst.ctrl.bps.panda.local.cli", "start", "--foreground",
+            "--state-dir", layout.root, "--host", config.host, "--workers", str(config.workers)]  # fmt: skip
+    if config.port is not None:
+        argv += ["--port", str(config.port)]
+    with open(layout.log_file, "ab") as log:
+        proc = subprocess.Popen(
+            argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True
+        )
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise LocalServiceError(f"Service exited with status {proc.returncode}; see {layout.log_file}")
+        info = read_service_file(layout)
+        if info and info.get("pid") == proc.pid and _status_json(info, timeout=2.0) is not None:
+            return info
+        time.sleep(0.1)
+    proc.terminate()
+    raise LocalServiceError(f"Service not ready after {timeout} s; see {layout.log_file}")
+
+
+@main.command()
+@_STATE_OPTION
+@click.option("--timeout", type=float, default=30.0, show_default=True, help="Seconds before SIGKILL.")
+def stop(state_dir: str, timeout: float) -> None:
+    """Stop the service and kill its running jobs (rerun at next start)."""
+    layout = _layout(state_dir)
+    try:
+        with open(layout.pid_file) as stream:
+            pid = int(stream.read().strip())
+    except (OSError, ValueError):
+        pid = 0
+    if not pid or not pid_alive(pid):
+        click.echo("panda-local is not running")
+        return
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while pid_alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    if pid_alive(pid):
+        os.kill(pid, signal.SIGKILL)
+        click.echo(f"panda-local (pid {pid}) killed after {timeout} s")
+    else:
+        click.echo(f"panda-local (pid {pid}) stopped")
+
+
+@main.command()
+@_STATE_OPTION
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+def status(state_dir: str, as_json: bool) -> None:
+    """Say whether the service is up, with URL and counts (exit 3: down)."""
+    layout = _layout(state_dir)
+    info = _running_info(layout)
+    summary = _status_json(info) if info else None
+    if as_json:
+        click.echo(json.dumps({"status": "up" if summary else "down", "state_dir": layout.root,
+                               **(info or {}), **(summary or {})}))  # fmt: skip
+    elif summary is None:
+        click.echo(f"panda-local is down (state {layout.root})")
+    else:
+        counts = ", ".join(f"{k} {v}" for k, v in sorted(summary["requests"].items())) or "none"
+        click.echo(f"panda-local is up at {info['url']} (pid {info['pid']}, {info['workers']} workers)")
+        click.echo(f"requests: {counts}; running jobs: {summary['running_jobs']}")
+    if summary is None:
+        sys.exit(3)
+
+
+@main.command()
+@_STATE_OPTION
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of shell exports.")
+def env(state_dir: str, as_json: bool) -> None:
+    """Print the client environment: eval "$(panda-local env)"."""
+    layout = _layout(state_dir)
+    info = read_service_file(layout)
+    if info is None:
+        raise click.ClickException(f"No service recorded in {layout.root}; run 'panda-local start' first")
+    values = client_env(layout, info["host"], int(info["port"]))
+    if as_json:
+        click.echo(json.dumps(values))
+        return
+    for key, value in values.items():
+        click.echo(f"export {key}={shlex.quote(value)}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,94 @@
+# This file is part of ctrl_bps_panda.
+#
+# Licensed under the BSD 3-Clause License; see the LICENSE file at the top of
+# this distribution.
+"""Where the local service keeps things under its state directory."""
+
+from __future__ import annotations
+
+__all__ = ["StateLayout", "default_state_dir"]
+
+import os
+from dataclasses import dataclass
+
+STATE_DIR_VARIABLE = "PANDA_LOCAL_STATE"
+"""Environment variable naming the default state directory."""
+
+
+def default_state_dir() -> str:
+    """Return ``$PANDA_LOCAL_STATE`` or ``~/.lsst/panda-local``.
+
+    Returns
+    -------
+    path : `str`
+        Absolute path of the default state directory.
+    """
+    value = os.environ.get(STATE_DIR_VARIABLE) or os.path.join("~", ".lsst", "panda-local")
+    return os.path.abspath(os.path.expanduser(value))
+
+
+@dataclass(frozen=True)
+class StateLayout:
+    """Paths of the files of one service instance.
+
+    Parameters
+    ----------
+    root : `str`
+        The state directory.
+    """
+
+    root: str
+
+    @property
+    def database(self) -> str:
+        """SQLite database."""
+        return os.path.join(self.root, "panda_local.sqlite3")
+
+    @property
+    def config_root(self) -> str:
+        """``PANDA_CONFIG_ROOT`` of clients: holds the ``.token`` file."""
+        return os.path.join(self.root, "panda_config")
+
+    @property
+    def token_file(self) -> str:
+        """OIDC token cache read by panda-client."""
+        return os.path.join(self.config_root, ".token")
+
+    @property
+    def service_file(self) -> str:
+        """JSON written once the server listens: pid, port, url."""
+        return os.path.join(self.root, "service.json")
+
+    @property
+    def pid_file(self) -> str:
+        """Pid of the running service."""
+        return os.path.join(self.root, "panda-local.pid")
+
+    @property
+    def log_file(self) -> str:
+        """Log of the daemonised service."""
+        return os.path.join(self.root, "panda-local.log")
+
+    def attempt_dir(self, request_id: int, transform_id: int, map_id: int, attempt_nr: int) -> str:
+        """Return the working directory of one job attempt.
+
+        Parameters
+        ----------
+        request_id : `int`
+            Request id.
+        transform_id : `int`
+            Transform id.
+        map_id : `int`
+            The job's order id in its work.
+        attempt_nr : `int`
+            Attempt number, from 1.
+
+        Returns
+        -------
+        path : `str`
+            ``<root>/jobs/<request>/<transform>/<map_id>/attempt_<n>``; it
+            holds ``payload.stdout`` and ``payload.stderr``.
+        """
+        return os.path.join(
+            self.root, "jobs", str(request_id), str(transform_id), str(map_id), f"attempt_{attempt_nr}"
+        )

@@ -1,0 +1,294 @@
+# This file is part of ctrl_bps_panda.
+#
+# Licensed under the BSD 3-Clause License; see the LICENSE file at the top of
+# this distribution.
+"""Assemble and run one service instance (in the foreground)."""
+
+from __future__ import annotations
+
+__all__ = ["LocalServiceError", "ServiceConfig", "check_loopback", "client_env", "read_service_file", "serve"]
+
+import ipaddress
+import json
+import logging
+import os
+import socket
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from .auth import ensure_token
+from .layout import StateLayout
+
+_LOG = logging.getLogger(__name__)
+
+DEFAULT_VO = "Rubin"
+"""``PANDA_AUTH_VO`` given to clients (sent as ``Origin``; not checked)."""
+
+
+class LocalServiceError(RuntimeError):
+    """The local service cannot be started, reached or stopped."""
+
+
+@dataclass(frozen=True)
+class ServiceConfig:
+    """How to run one service instance."""
+
+    state_dir: str
+    host: str = "127.0.0.1"
+    port: int | None = None
+    """`None`: reuse the last recorded port if free, else pick one; 0: pick."""
+    workers: int = field(default_factory=lambda: os.cpu_count() or 1)
+
+
+def check_loopback(host: str) -> str:
+    """Refuse any address that is not loopback.
+
+    Parameters
+    ----------
+    host : `str`
+        ``127.0.0.1``, ``::1``, ``localhost`` or another loopback address.
+
+    Returns
+    -------
+    host : `str`
+        The numeric address to bind.
+
+    Raises
+    ------
+    LocalServiceError
+        For any other host.
+    """
+    address = "127.0.0.1" if host == "localhost" else host
+    try:
+        loopback = ipaddress.ip_address(address).is_loopback
+    except ValueError:
+        loopback = False
+    if not loopback:
+        raise LocalServiceError(
+            f"Refusing to listen on {host!r}: the local PanDA service binds to loopback only (e.g. 127.0.0.1)"
+        )
+    return address
+
+
+def base_url(host: str, port: int) -> str:
+    """Return ``http://<host>:<port>/server/panda``.
+
+    Parameters
+    ----------
+    host : `str`
+        Numeric loopback address.
+    port : `int`
+        Port.
+
+    Returns
+    -------
+    url : `str`
+        The value of ``PANDA_URL``/``PANDA_URL_SSL``.
+    """
+    netloc = f"[{host}]" if ":" in host else host
+    return f"http://{netloc}:{port}/server/panda"
+
+
+def client_env(layout: StateLayout, host: str, port: int) -> dict[str, str]:
+    """Return the environment panda-client needs to use this service.
+
+    Parameters
+    ----------
+    layout : `StateLayout`
+        State directory layout.
+    host : `str`
+        Bound address.
+    port : `int`
+        Bound port.
+
+    Returns
+    -------
+    env : `dict` [`str`, `str`]
+        ``PANDA_URL``, ``PANDA_URL_SSL``, ``PANDA_BEHIND_REAL_LB``,
+        ``PANDA_CONFIG_ROOT``, ``PANDA_AUTH``, ``PANDA_AUTH_VO``,
+        ``PANDA_VERIFY_HOST``.
+    """
+    url = base_url(host, port)
+    return {
+        "PANDA_URL": url,
+        "PANDA_URL_SSL": url,
+        "PANDA_BEHIND_REAL_LB": "1",
+        "PANDA_CONFIG_ROOT": layout.config_root,
+        "PANDA_AUTH": "oidc",
+        "PANDA_AUTH_VO": DEFAULT_VO,
+        "PANDA_VERIFY_HOST": "off",
+    }
+
+
+def job_env(client: dict[str, str]) -> dict[str, str]:
+    """Return the base environment of every job.
+
+    The service's own environment, the client exports (so a job can talk
+    to the service), and this Python's ``bin`` directory first on ``PATH``
+    so that ``python3`` in ``runnerCommand`` is the service's Python.
+
+    Parameters
+    ----------
+    client : `dict` [`str`, `str`]
+        Output of `client_env`.
+
+    Returns
+    -------
+    env : `dict` [`str`, `str`]
+        The environment.
+    """
+    env = dict(os.environ)
+    env.update(client)
+    bindir = os.path.dirname(os.path.abspath(sys.executable))
+    env["PATH"] = os.pathsep.join([bindir, env.get("PATH", os.defpath)])
+    return env
+
+
+def read_service_file(layout: StateLayout) -> dict[str, Any] | None:
+    """Read ``service.json`` (pid, host, port, url) if present.
+
+    Parameters
+    ----------
+    layout : `StateLayout`
+        State directory layout.
+
+    Returns
+    -------
+    info : `dict` or `None`
+        The recorded values.
+    """
+    try:
+        with open(layout.service_file) as stream:
+            return json.load(stream)
+    except (OSError, ValueError):
+        return None
+
+
+def _write_json(path: str, data: dict[str, Any]) -> None:
+    with open(path + ".tmp", "w") as stream:
+        json.dump(data, stream, indent=2)
+    os.replace(path + ".tmp", path)
+
+
+def _bind(host: str, port: int | None, layout: StateLayout) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    candidates = [port] if port is not None else []
+    if port is None:
+        previous = read_service_file(layout)
+        candidates = [int(previous["port"]), 0] if previous and previous.get("port") else [0]
+    for candidate in candidates:
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, candidate))
+        except OSError as exc:
+            sock.close()
+            if candidate == candidates[-1]:
+                raise LocalServiceError(f"Cannot listen on {host}:{candidate}: {exc}") from exc
+            continue
+        sock.listen(128)
+        return sock
+    raise LocalServiceError(f"No port to listen on at {host}")
+
+
+def _claim_pid_file(layout: StateLayout) -> None:
+    try:
+        with open(layout.pid_file) as stream:
+            pid = int(stream.read().strip())
+    except (OSError, ValueError):
+        pid = 0
+    if pid and pid != os.getpid() and pid_alive(pid):
+        raise LocalServiceError(f"A service already runs on {layout.root} (pid {pid})")
+    with open(layout.pid_file, "w") as stream:
+        stream.write(f"{os.getpid()}\n")
+
+
+def pid_alive(pid: int) -> bool:
+    """Tell whether a process exists (and is not a zombie).
+
+    Parameters
+    ----------
+    pid : `int`
+        Process id.
+
+    Returns
+    -------
+    alive : `bool`
+        `True` if it runs.
+    """
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        with open(f"/proc/{pid}/stat") as stream:
+            return stream.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return True
+
+
+def serve(config: ServiceConfig) -> None:
+    """Run the service until SIGTERM/SIGINT.
+
+    Parameters
+    ----------
+    config : `ServiceConfig`
+        What to run.
+
+    Raises
+    ------
+    LocalServiceError
+        If the host is not loopback, the port is taken or another instance
+        owns the state directory.
+    """
+    import uvicorn
+
+    from .app import build_app
+    from .commands import CommandSet
+    from .rows import RowBuilder
+    from .runner import Runner
+    from .store import Store
+
+    host = check_loopback(config.host)
+    layout = StateLayout(os.path.abspath(config.state_dir))
+    os.makedirs(layout.root, exist_ok=True)
+    _claim_pid_file(layout)
+    sock = _bind(host, config.port, layout)
+    port = sock.getsockname()[1]
+    token = ensure_token(layout.token_file)
+    store = Store(layout.database)
+    runner = Runner(store, layout.root, config.workers, job_env(client_env(layout, host, port)))
+    info = {"pid": os.getpid(), "host": host, "port": port, "url": base_url(host, port),
+            "state_dir": layout.root, "workers": runner.workers, "started_at": time.time()}  # fmt: skip
+
+    def started() -> None:
+        runner.start()
+        _write_json(layout.service_file, info)
+        _LOG.info("panda-local on %s (pid %d, %d workers)", info["url"], os.getpid(), runner.workers)
+
+    def stopped() -> None:
+        runner.stop()
+        store.close()
+        _LOG.info("panda-local stopped")
+
+    app = build_app(CommandSet(store, runner, RowBuilder(layout)), token, started, stopped)
+    uv_config = uvicorn.Config(
+        app, log_level="warning", access_log=False, lifespan="on", timeout_keep_alive=30
+    )
+    try:
+        uvicorn.Server(uv_config).run(sockets=[sock])
+    finally:
+        _release_pid_file(layout)
+
+
+def _release_pid_file(layout: StateLayout) -> None:
+    try:
+        with open(layout.pid_file) as stream:
+            if int(stream.read().strip()) == os.getpid():
+                os.unlink(layout.pid_file)
+    except (OSError, ValueError):
+        pass

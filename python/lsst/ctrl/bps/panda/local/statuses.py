@@ -1,0 +1,174 @@
+# This file is part of ctrl_bps_panda.
+#
+# Licensed under the BSD 3-Clause License; see the LICENSE file at the top of
+# this distribution.
+"""iDDS status rules: content buckets, transform and request derivation.
+
+Job (content) statuses used by the service, as `ContentStatus` values:
+``New`` waiting for parents or release, ``Activated`` ready, ``Processing``
+running, ``Failed`` failed and about to be retried, ``Available`` succeeded,
+``FinalFailed`` out of attempts, ``Missing`` skipped because a parent did not
+succeed, ``Cancelled`` aborted.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "COUNTER_BUCKETS",
+    "JOB_TERMINAL",
+    "TRANSFORM_TERMINAL",
+    "condition_value",
+    "counters",
+    "request_status",
+    "transform_status",
+]
+
+from collections.abc import Mapping
+from typing import Any
+
+from idds.common.constants import ContentStatus, RequestStatus, TransformStatus
+
+JOB_TERMINAL = frozenset(
+    {ContentStatus.Available, ContentStatus.FinalFailed, ContentStatus.Missing, ContentStatus.Cancelled}
+)
+"""Job statuses that never change without a retry."""
+
+TRANSFORM_TERMINAL = frozenset(
+    {
+        TransformStatus.Finished,
+        TransformStatus.SubFinished,
+        TransformStatus.Failed,
+        TransformStatus.Cancelled,
+        TransformStatus.Expired,
+        TransformStatus.Suspended,
+    }
+)
+
+_BUCKET_OF = {
+    ContentStatus.Available: "processed",
+    ContentStatus.Mapped: "processed",
+    ContentStatus.FakeAvailable: "processed",
+    ContentStatus.New: "new",
+    ContentStatus.Failed: "failed",
+    ContentStatus.FinalFailed: "failed",
+    ContentStatus.SubAvailable: "failed",
+    ContentStatus.FinalSubAvailable: "failed",
+    ContentStatus.Lost: "missing",
+    ContentStatus.Deleted: "missing",
+    ContentStatus.Missing: "missing",
+    ContentStatus.Processing: "processing",
+    ContentStatus.Activated: "activated",
+}
+COUNTER_BUCKETS = ("processed", "new", "preprocessing", "activated", "failed", "missing", "processing")
+"""The ``<prefix>_<bucket>_files`` counters of a collection (wire §10)."""
+
+_METHOD_STATUSES = {
+    "is_finished": {TransformStatus.Finished},
+    "is_subfinished": {TransformStatus.SubFinished},
+    "is_failed": {TransformStatus.Failed},
+    "is_cancelled": {TransformStatus.Cancelled},
+    "is_expired": {TransformStatus.Expired},
+    "is_suspended": {TransformStatus.Suspended},
+}
+
+
+def counters(by_status: Mapping[int, int]) -> dict[str, int]:
+    """Count contents per iDDS counter bucket.
+
+    Parameters
+    ----------
+    by_status : `~collections.abc.Mapping` [`int`, `int`]
+        Number of contents per `ContentStatus` value.
+
+    Returns
+    -------
+    counts : `dict` [`str`, `int`]
+        ``total`` plus one entry per name of `COUNTER_BUCKETS`.
+    """
+    counts = dict.fromkeys(COUNTER_BUCKETS, 0)
+    counts["total"] = 0
+    for value, number in by_status.items():
+        counts[_BUCKET_OF.get(ContentStatus(value), "preprocessing")] += number
+        counts["total"] += number
+    return counts
+
+
+def transform_status(by_status: Mapping[int, int]) -> TransformStatus:
+    """Derive a released transform's status from its job statuses.
+
+    Parameters
+    ----------
+    by_status : `~collections.abc.Mapping` [`int`, `int`]
+        Number of jobs per `ContentStatus` value.
+
+    Returns
+    -------
+    status : `TransformStatus`
+        ``Transforming`` while a job can still change; then ``Finished`` if
+        all succeeded, ``Cancelled`` if any was cancelled, ``Failed`` if none
+        succeeded, else ``SubFinished``.
+    """
+    total = sum(by_status.values())
+    done = sum(n for value, n in by_status.items() if ContentStatus(value) in JOB_TERMINAL)
+    if done < total:
+        return TransformStatus.Transforming
+    succeeded = by_status.get(ContentStatus.Available.value, 0)
+    if succeeded == total:
+        return TransformStatus.Finished
+    if by_status.get(ContentStatus.Cancelled.value, 0):
+        return TransformStatus.Cancelled
+    return TransformStatus.Failed if succeeded == 0 else TransformStatus.SubFinished
+
+
+def request_status(released: list[TransformStatus], has_unreleased: bool, aborted: bool) -> RequestStatus:
+    """Derive a request's status from its released transforms (wire §14).
+
+    Parameters
+    ----------
+    released : `list` [`TransformStatus`]
+        Status of every released transform.
+    has_unreleased : `bool`
+        Whether some work was never released (its condition never fired).
+    aborted : `bool`
+        Whether an abort was registered.
+
+    Returns
+    -------
+    status : `RequestStatus`
+        The request status.
+    """
+    if any(status not in TRANSFORM_TERMINAL for status in released):
+        return RequestStatus.Transforming
+    if aborted:
+        return RequestStatus.Cancelled
+    if all(status == TransformStatus.Finished for status in released):
+        return RequestStatus.SubFinished if has_unreleased else RequestStatus.Finished
+    if all(status in (TransformStatus.Failed, TransformStatus.Cancelled) for status in released):
+        return RequestStatus.Failed
+    return RequestStatus.SubFinished
+
+
+def condition_value(tree: Mapping[str, Any], status_of: Mapping[str, TransformStatus | None]) -> bool:
+    """Evaluate a condition tree against the current transform statuses.
+
+    Parameters
+    ----------
+    tree : `~collections.abc.Mapping`
+        ``{"op": "and"|"or", "clauses": [...]}`` (see `plan.ConditionSpec`).
+    status_of : `~collections.abc.Mapping` [`str`, `TransformStatus` or `None`]
+        Status by work internal id; `None` for a work not released.
+
+    Returns
+    -------
+    value : `bool`
+        The condition's truth value now.
+    """
+    values = []
+    for clause in tree["clauses"]:
+        if "clauses" in clause:
+            values.append(condition_value(clause, status_of))
+            continue
+        status = status_of.get(clause["work"])
+        wanted = _METHOD_STATUSES.get(clause["method"], TRANSFORM_TERMINAL)
+        values.append(status is not None and status in wanted)
+    return any(values) if tree["op"] == "or" else all(values)
