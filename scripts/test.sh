@@ -5,7 +5,9 @@ here=$(cd "$(dirname "$0")/.." && pwd)
 cd "$here"
 venv=${VENV:-$here/.venv}
 export PANDA_BEHIND_REAL_LB=1
-"$venv/bin/ruff" format --check python tests bench
-"$venv/bin/ruff" check python tests bench
+lint_dirs=(python tests)
+[ -d bench ] && lint_dirs+=(bench)
+"$venv/bin/ruff" format --check "${lint_dirs[@]}"
+"$venv/bin/ruff" check "${lint_dirs[@]}"
 "$venv/bin/mypy"
 "$venv/bin/python" -m pytest -p no:cacheprovider tests "$@"

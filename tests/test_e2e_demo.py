@@ -1,0 +1,213 @@
+# This file is part of ctrl_bps_panda.
+#
+# Licensed under the BSD 3-Clause License; see the LICENSE file at the top of
+# this distribution.
+"""End to end: a real AddTask pipeline through ``bps submit`` -> plugin ->
+local PanDA service -> pipetask, with the outputs checked in the butler.
+
+Every step runs as a separate process, exactly as an operator would run it:
+``panda-local``, ``bps submit``, ``bps report``, and the demo's own helper
+scripts. The service is started on a free loopback port by the fixture and
+stopped by it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import string
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]
+
+ROOT = Path(__file__).resolve().parents[1]
+DEMO = ROOT / "demo"
+BIN = Path(sys.executable).parent
+DETECTORS = 3
+FAILED_DETECTOR = 2
+
+# Runs in a fresh interpreter with the service's environment: per-job
+# states, attempts and exit codes straight from the service, plus the
+# plugin's own report of the run.
+_INSPECT = """
+import json, sys
+from lsst.ctrl.bps.panda import PanDAService
+from lsst.ctrl.bps.panda.idds_transport import transport_from_config
+run_id = sys.argv[1]
+service = PanDAService({})
+reports, message = service.report(wms_workflow_id=run_id, return_exit_codes=True)
+report = reports[0]
+transport = transport_from_config({})
+rows = transport.get_requests(request_id=int(run_id), with_detail=True)
+jobs = []
+for row in rows:
+    tid = row.get("transform_id")
+    if tid is None:
+        continue
+    for items in transport.get_contents_output_ext(int(run_id), row.get("transform_workload_id")).values():
+        for item in items:
+            jobs.append({"task": row["transform_name"], "name": item.get("name"),
+                         "status": item.get("job_status"), "attempt": item.get("attempt_nr"),
+                         "exit": item.get("trans_exit_code")})
+print(json.dumps({
+    "state": report.state.name,
+    "total": report.total_number_jobs,
+    "summary": {label: {s.name: n for s, n in counts.items() if n}
+                for label, counts in (report.job_summary or {}).items()},
+    "exit_codes": report.exit_code_summary,
+    "jobs": jobs,
+}))
+"""
+
+
+def _run(args: list[str], env: dict[str, str], cwd: Path, timeout: float = 600) -> str:
+    """Run a command, fail the test with its output if it fails."""
+    proc = subprocess.run(args, env=env, cwd=cwd, capture_output=True, text=True, timeout=timeout)
+    if proc.returncode != 0:
+        pytest.fail(f"{' '.join(args)} exited {proc.returncode}\n{proc.stdout}\n{proc.stderr}")
+    return proc.stdout + proc.stderr
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, dict[str, str]]]:
+    """A rendered demo directory, a butler repo and a running local service."""
+    work = tmp_path_factory.mktemp("demo")
+    shutil.copy(DEMO / "pipeline.yaml", work)
+    shutil.copy(DEMO / "bps_fail.yaml", work)
+    env = dict(os.environ)
+    env.update(
+        PATH=f"{BIN}{os.pathsep}{env.get('PATH', '')}",
+        PANDA_BEHIND_REAL_LB="1",
+        PIPELINE=str(work / "pipeline.yaml"),
+        REPO=str(work / "repo"),
+        SUBMIT=str(work / "submit"),
+        DIST=str(work / "dist"),
+        LOCAL_OVERLAY=str(ROOT / "config" / "bps_local.yaml"),
+        CTRL_BPS_PANDA_RUN_INDEX=str(work / "runs.jsonl"),
+    )
+    template = string.Template((DEMO / "bps_demo.yaml.in").read_text())
+    (work / "bps_demo.yaml").write_text(template.substitute(env))
+    _run(
+        [
+            sys.executable,
+            str(DEMO / "make_repo.py"),
+            env["REPO"],
+            env["PIPELINE"],
+            "--detectors",
+            str(DETECTORS),
+        ],
+        env,
+        work,
+    )
+    state = work / "panda-local"
+    _run([str(BIN / "panda-local"), "start", "--state-dir", str(state), "--port", "0"], env, work)
+    try:
+        exports = json.loads(
+            _run([str(BIN / "panda-local"), "env", "--state-dir", str(state), "--json"], env, work)
+        )
+        env.update({key: str(value) for key, value in exports.items()})
+        yield work, env
+    finally:
+        subprocess.run([str(BIN / "panda-local"), "stop", "--state-dir", str(state)], env=env, timeout=120)
+
+
+def _submit_and_wait(work: Path, env: dict[str, str], submit_file: str) -> tuple[str, int]:
+    """``bps submit`` then wait for the run to end; return run id and wait status."""
+    out = _run([str(BIN / "bps"), "submit", submit_file], env, work)
+    match = re.search(r"^Run Id: *(\S+)", out, re.MULTILINE)
+    assert match, f"no Run Id in bps submit output:\n{out}"
+    run_id = match.group(1)
+    wait = subprocess.run(
+        [sys.executable, str(DEMO / "wait_run.py"), run_id, "--timeout", "600", "--interval", "1"],
+        env=env,
+        cwd=work,
+        capture_output=True,
+        text=True,
+        timeout=700,
+    )
+    assert wait.returncode in (0, 1), f"run {run_id} did not end:\n{wait.stdout}\n{wait.stderr}"
+    return run_id, wait.returncode
+
+
+def _inspect(work: Path, env: dict[str, str], run_id: str) -> dict:
+    """Per-job facts and the plugin's report of a run, from a fresh process."""
+    return json.loads(_run([sys.executable, "-c", _INSPECT, run_id], env, work).strip().splitlines()[-1])
+
+
+def test_demo_pipeline_succeeds_and_writes_outputs(demo: tuple[Path, dict[str, str]]) -> None:
+    work, env = demo
+    run_id, status = _submit_and_wait(work, env, "bps_demo.yaml")
+    facts = _inspect(work, env, run_id)
+    assert status == 0, facts
+    assert facts["state"] == "SUCCEEDED"
+    n_jobs = 3 * DETECTORS + 2  # three quanta per detector, pipetaskInit and the final job
+    assert facts["total"] == n_jobs
+    assert len(facts["jobs"]) == n_jobs
+    assert all(job["exit"] in (0, None) and job["status"] == "finished" for job in facts["jobs"]), facts[
+        "jobs"
+    ]
+    for label, counts in facts["summary"].items():
+        assert set(counts) == {"SUCCEEDED"}, (label, counts)
+    report = _run([str(BIN / "bps"), "report", "--id", run_id], env, work)
+    assert "SUCCEEDED" in report
+    _run(
+        [sys.executable, str(DEMO / "check_outputs.py"), env["REPO"], "--detectors", str(DETECTORS)],
+        env,
+        work,
+    )
+
+
+def test_second_submit_into_same_repo(demo: tuple[Path, dict[str, str]]) -> None:
+    work, env = demo
+    run_id, status = _submit_and_wait(work, env, "bps_demo.yaml")
+    assert status == 0, _inspect(work, env, run_id)
+    _run(
+        [sys.executable, str(DEMO / "check_outputs.py"), env["REPO"], "--detectors", str(DETECTORS)],
+        env,
+        work,
+    )
+
+
+def test_failing_quantum_is_retried_and_final_job_still_runs(demo: tuple[Path, dict[str, str]]) -> None:
+    work, env = demo
+    retries = 2
+    (work / "bps_fail_retries.yaml").write_text(
+        f"includeConfigs:\n  - bps_fail.yaml\nnumberOfRetries: {retries}\n"
+    )
+    run_id, status = _submit_and_wait(work, env, "bps_fail_retries.yaml")
+    facts = _inspect(work, env, run_id)
+    assert status == 1, facts
+    assert facts["state"] == "FAILED"
+    jobs = facts["jobs"]
+    failed = [job for job in jobs if job["status"] == "failed"]
+    assert len(failed) == 1, jobs
+    assert failed[0]["exit"] == 1
+    assert failed[0]["attempt"] == retries, failed[0]
+    # The failed quantum's only descendant never ran.
+    assert len([job for job in jobs if job["status"] in ("missing", "cancelled", "closed")]) == 1, jobs
+    final = [job for job in jobs if "finalJob" in (job["task"] or "") or "final" in (job["name"] or "")]
+    assert final and all(job["status"] == "finished" for job in final), jobs
+    assert facts["exit_codes"], facts
+    assert any(1 in codes for codes in facts["exit_codes"].values()), facts["exit_codes"]
+    _run(
+        [
+            sys.executable,
+            str(DEMO / "check_outputs.py"),
+            env["REPO"],
+            "--collection",
+            "u/demo/demo_fail",
+            "--detectors",
+            str(DETECTORS),
+            "--failed-detector",
+            str(FAILED_DETECTOR),
+        ],
+        env,
+        work,
+    )
