@@ -119,7 +119,7 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, dict[
 
 
 def _submit_and_wait(work: Path, env: dict[str, str], submit_file: str) -> tuple[str, int]:
-    """``bps submit`` then wait for the run to end; return run id and wait status."""
+    """``bps submit``, then wait for the run; return its id and wait status."""
     out = _run([str(BIN / "bps"), "submit", submit_file], env, work)
     match = re.search(r"^Run Id: *(\S+)", out, re.MULTILINE)
     assert match, f"no Run Id in bps submit output:\n{out}"
