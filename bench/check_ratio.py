@@ -1,0 +1,62 @@
+# This file is part of ctrl_bps_panda.
+#
+# Licensed under the BSD 3-Clause License; see the LICENSE file at the top of
+# this distribution.
+"""CI guard: prepare+submit must stay within the target ratio to the floor.
+
+Runs `bench_prepare_submit` at 10k jobs (medians of 3 fresh processes) and
+exits 1 when ``(prepare + submit) / floor`` exceeds the target (3x) by more
+than the allowed margin (50 %), i.e. when the ratio is above 4.5. The ratio
+is measured in one run on one machine, so it does not depend on how fast
+the CI runner is. Exit 2 means the benchmark itself failed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from bench_prepare_submit import run_bench
+
+TARGET_RATIO = 3.0
+MARGIN = 0.5
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the check.
+
+    Parameters
+    ----------
+    argv : `list` [`str`], optional
+        Command-line arguments.
+
+    Returns
+    -------
+    status : `int`
+        0 within the limit, 1 above it, 2 if the benchmark failed.
+    """
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--jobs", type=int, default=10_000)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--target", type=float, default=TARGET_RATIO)
+    parser.add_argument("--margin", type=float, default=MARGIN)
+    args = parser.parse_args(argv)
+    limit = args.target * (1 + args.margin)
+    try:
+        (line,) = list(run_bench([args.jobs], args.repeats))
+    except (RuntimeError, OSError) as exc:
+        print(f"benchmark failed: {exc}", file=sys.stderr)
+        return 2
+    print(json.dumps(line))
+    ratio = line["ratio_to_floor"]
+    verdict = "OK" if ratio <= limit else "FAIL"
+    print(f"{verdict}: prepare+submit = {ratio:.2f} x floor at {args.jobs} jobs (limit {limit:.2f})")
+    return 0 if ratio <= limit else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
