@@ -26,6 +26,26 @@ TARGET_RATIO = 3.0
 MARGIN = 0.5
 
 
+def within_limit(ratio: float, target: float = TARGET_RATIO, margin: float = MARGIN) -> bool:
+    """Return whether a measured ratio passes the check.
+
+    Parameters
+    ----------
+    ratio : `float`
+        Measured (prepare + submit) / floor.
+    target : `float`, optional
+        Target ratio.
+    margin : `float`, optional
+        Allowed excess over the target, as a fraction of it.
+
+    Returns
+    -------
+    ok : `bool`
+        `True` if ``ratio <= target * (1 + margin)``.
+    """
+    return ratio <= target * (1 + margin)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the check.
 
@@ -53,9 +73,10 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     print(json.dumps(line))
     ratio = line["ratio_to_floor"]
-    verdict = "OK" if ratio <= limit else "FAIL"
+    ok = within_limit(ratio, args.target, args.margin)
+    verdict = "OK" if ok else "FAIL"
     print(f"{verdict}: prepare+submit = {ratio:.2f} x floor at {args.jobs} jobs (limit {limit:.2f})")
-    return 0 if ratio <= limit else 1
+    return 0 if ok else 1
 
 
 if __name__ == "__main__":

@@ -1,0 +1,116 @@
+# This file is part of ctrl_bps_panda.
+#
+# Licensed under the BSD 3-Clause License; see the LICENSE file at the top of
+# this distribution.
+"""The benchmark in ``bench/`` works: workflow shape, floor, relay stand-in,
+and one tiny end-to-end run (300 jobs). No timing is asserted here; the CI
+ratio check (``bench/check_ratio.py``) does that on 10k jobs.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+BENCH = Path(__file__).resolve().parents[1] / "bench"
+sys.path.insert(0, str(BENCH))
+
+from bench_prepare_submit import floor  # noqa: E402
+from check_ratio import within_limit  # noqa: E402
+from relay_standin import RelayStandIn, relay_environment  # noqa: E402
+from synthetic_workflow import JOBS_PER_BLOCK, build_workflow  # noqa: E402
+
+pytestmark = pytest.mark.timeout(300)
+
+_CLIENT = """
+import json, sys
+from idds.common.utils import json_dumps
+from pandaclient import idds_api
+api = idds_api.get_api(json_dumps, compress=True, manager=True)
+print(json.dumps([api.ping(), api.submit({"payload": "x" * 5000}, username=None)]))
+"""
+
+
+def test_workflow_has_exact_size_and_bps_shape(tmp_path: Path) -> None:
+    n_jobs = 2 * JOBS_PER_BLOCK + 7
+    workflow = build_workflow(n_jobs, tmp_path)
+    assert len(workflow) == n_jobs
+    assert len(workflow.labels) == 15
+    assert workflow.labels[0] == "pipetaskInit"
+    assert workflow.get_final().name == "finalJob"
+    # Fan-in from every exposure of a block, and the diamonds inside one.
+    assert len(list(workflow.predecessors("assembleCoadd_9813_1"))) == 8
+    assert sorted(workflow.predecessors("consolidateSourceTable_100001_3")) == [
+        "makeWarp_100001_3",
+        "transformSourceTable_100001_3",
+    ]
+    node_ids = {workflow.get_job(name).cmdvals.get("qgraphNodeId") for name in workflow}
+    assert len(node_ids) == n_jobs  # one distinct quantum per job
+    qgraph = workflow.get_file("runQgraphFile")
+    assert Path(qgraph.src_uri).stat().st_size > 0
+    assert workflow.get_job_inputs("calibrate_100000_0")[0].name == "runQgraphFile"
+
+
+def test_workflow_is_deterministic_and_rejects_tiny_sizes(tmp_path: Path) -> None:
+    first = build_workflow(200, tmp_path)
+    second = build_workflow(200, tmp_path)
+    assert [first.get_job(n).cmdvals for n in first] == [second.get_job(n).cmdvals for n in second]
+    with pytest.raises(ValueError):
+        build_workflow(1, tmp_path)
+
+
+def test_floor_encodes_every_command_with_its_parents(tmp_path: Path) -> None:
+    workflow = build_workflow(100, tmp_path)
+    records = json.loads(floor(workflow))
+    assert len(records) == 100
+    by_name = {record["name"]: record for record in records}
+    calibrate = by_name["calibrate_100000_2"]
+    assert calibrate["parents"] == ["characterizeImage_100000_2"]
+    assert bytes.fromhex(calibrate["cmd"]).decode().endswith("--qgraph-node-id {qgraphNodeId}")
+
+
+def test_standin_answers_panda_client_and_counts_bytes(tmp_path: Path) -> None:
+    with RelayStandIn() as relay:
+        env = dict(os.environ, **relay_environment(relay.port, tmp_path))
+        proc = subprocess.run(
+            [sys.executable, "-c", _CLIENT], env=env, capture_output=True, text=True, timeout=120
+        )
+        assert proc.returncode == 0, proc.stderr
+        ping, submit = json.loads(proc.stdout.strip().splitlines()[-1])
+        with urllib.request.urlopen(f"http://127.0.0.1:{relay.port}/stats", timeout=30) as reply:
+            stats = json.loads(reply.read())
+    assert ping == [0, [True, {"Status": "OK"}]]
+    assert submit[0] == 0 and submit[1][0] is True and submit[1][1] > 0
+    assert [entry["command"] for entry in stats] == ["ping", "submit"]
+    assert stats[1]["json_bytes"] > 5000 > stats[1]["gzip_bytes"]
+
+
+def test_ratio_limit_is_target_plus_half() -> None:
+    assert within_limit(4.5)
+    assert not within_limit(4.51)
+    assert not within_limit(2.0, target=1.0, margin=0.5)
+
+
+def test_bench_runs_end_to_end_at_300_jobs(tmp_path: Path) -> None:
+    proc = subprocess.run(
+        [sys.executable, str(BENCH / "bench_prepare_submit.py"), "--jobs", "300", "--repeats", "1"]
+        + ["--work-dir", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    assert proc.returncode == 0, proc.stderr
+    line = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert line["n_jobs"] == 300
+    assert line["requests"] >= 1
+    assert line["wire_gzip_bytes_per_job"] > 0
+    assert line["wire_json_bytes_per_job"] > line["wire_gzip_bytes_per_job"]
+    assert line["ratio_to_floor"] > 0 and line["floor_s"] > 0
+    # The run quantum graph was staged to the distribution endpoint.
+    assert list((tmp_path / "dist").glob("*/bench_run.qg"))
