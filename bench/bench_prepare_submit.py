@@ -114,6 +114,9 @@ def load_workflow(spec: dict[str, Any]) -> Any:
 def floor(workflow: Any) -> str:
     """Run the floor: one hex-encoded command and parents per job, as JSON.
 
+    Jobs are visited in graph order (no topological sort), the cheapest
+    natural iteration, so the floor is a strict lower bound.
+
     Parameters
     ----------
     workflow : `lsst.ctrl.bps.GenericWorkflow`
@@ -125,7 +128,7 @@ def floor(workflow: Any) -> str:
         The JSON document.
     """
     records = []
-    for name in workflow:
+    for name in workflow.nodes:
         job = workflow.get_job(name)
         command = f"{job.executable.src_uri} {job.arguments}"
         records.append(
