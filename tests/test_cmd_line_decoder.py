@@ -10,7 +10,9 @@ import signal
 import subprocess
 import sys
 import tarfile
+import tempfile
 import time
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -242,3 +244,169 @@ def test_resolve_command_in_process(tmp_path: Path) -> None:
         {"V": "v", "PanDA_AttemptNr": "0"},
     )
     assert command == "1 x y f.qg v 0 {c}"
+
+
+# Same command lines through the decoder shipped in the existing plugin
+# (what sites run): both must run the same command with the same files.
+
+REFERENCE = "lsst-ctrl-bps-panda==30.2026.4300"
+
+
+def _extract_reference(cache: Path) -> Path:
+    """Download and unpack the reference wheel once per machine."""
+    decoder = cache / "wheel/lsst/ctrl/bps/panda/edgenode/cmd_line_decoder.py"
+    if decoder.exists():
+        return cache / "wheel"
+    staging = Path(tempfile.mkdtemp(dir=cache.parent))
+    pip = [sys.executable, "-m", "pip", "download", REFERENCE, "--no-deps", "-q", "-d", str(staging)]
+    try:
+        subprocess.run(pip, check=True, capture_output=True, timeout=180)
+    except (subprocess.SubprocessError, OSError) as exc:
+        pytest.skip(f"reference plugin not downloadable: {exc}")
+    (wheel,) = staging.glob("*.whl")
+    with zipfile.ZipFile(wheel) as archive:
+        archive.extractall(staging / "wheel")
+    cache.mkdir(exist_ok=True)
+    try:
+        os.replace(staging / "wheel", cache / "wheel")
+    except OSError:
+        pass  # another worker unpacked it first
+    return cache / "wheel"
+
+
+@pytest.fixture(scope="session")
+def reference_wheel() -> Path:
+    cache = Path(tempfile.gettempdir()) / "ctrl_bps_panda_reference" / REFERENCE.replace("==", "-")
+    cache.parent.mkdir(exist_ok=True)
+    return _extract_reference(cache)
+
+
+@pytest.fixture(scope="session")
+def reference_shadow(reference_wheel: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Run the reference decoder unmodified, but without importing its whole
+    stack (3 s per job): ``lsst.ctrl.bps`` and its ``panda.utils`` (only
+    used for ``jobO`` archives, not exercised here) are replaced by empty
+    stand-ins; every other line is the reference's own.
+    """
+    root = tmp_path_factory.mktemp("reference_shadow")
+    package = root / "lsst/ctrl/bps/panda"
+    package.mkdir(parents=True)
+    # Regular packages extending their path, so that these come first and
+    # lsst.resources is still found in site-packages.
+    extend = "from pkgutil import extend_path\n__path__ = extend_path(__path__, __name__)\n"
+    (root / "lsst/__init__.py").write_text(extend)
+    (root / "lsst/ctrl/__init__.py").write_text(extend)
+    (root / "lsst/ctrl/bps/__init__.py").write_text("")
+    (package / "__init__.py").write_text("")
+    (package / "utils.py").write_text(
+        "def download_extract_archive(*args, **kwargs):\n    raise RuntimeError\n"
+    )
+    (package / "edgenode").symlink_to(reference_wheel / "lsst/ctrl/bps/panda/edgenode")
+    return root
+
+
+@dataclass(frozen=True)
+class Case:
+    command: str
+    params: str
+    files: dict[str, str | dict[str, str]] = field(default_factory=dict)
+    direct_io: str = "cmdlineplaceholder"
+
+
+CASES = {
+    "peer_example": Case(
+        "echo RUN node={qgraphNodeId} qg=<FILE:runQgraphFile> home=<ENV:HOME> > out; exit 3",
+        "label1_1_10+qgraphNodeId:aaaa,bbbb+qgraphId:",
+        {"runQgraphFile": "test.qg"},
+    ),
+    "exports_and_files": Case(
+        "export A='x y'; export B=\"$A;z\"; export C=1; "
+        'echo "$A|$B|$C|{qgraphId}|<ENV:DECODER_TEST>" > out; cat <FILE:runQgraphFile> >> out; '
+        "cat <FILE:butlerConfig>butler.yaml >> out; ./<FILE:job_executable> {qgraphNodeId} >> out",
+        "isr_7+qgraphNodeId:n7,n8+qgraphId:1700_5",
+        {
+            "runQgraphFile": "job.qgraph",
+            "butlerConfig": {"butler.yaml": "datastore: x\n"},
+            "job_executable": "#!/bin/sh\necho exe $1\n",
+        },
+    ),
+    "direct_io": Case(
+        "echo <FILE:runQgraphFile> <FILE:butlerConfig> > out; ls > listing",
+        "j+qgraphId:1",
+        {"runQgraphFile": "job.qgraph", "butlerConfig": "butler.yaml"},
+        "runQgraphFile",
+    ),
+    "qnode_map": Case(
+        "echo {qgraphNodeId} {qgraphId} > out",
+        "PH:job7",
+        {"qnodemap": {"PH:job7": "job7+qgraphNodeId:n7+qgraphId:g"}},
+    ),
+    "order_id_map": Case(
+        "echo {qgraphNodeId} > out",
+        "isr:orderIdMap_3",
+        {"orderIdMapFilename": {"isr": {str(i): f"isr_{i}+qgraphNodeId:n{i}" for i in range(5)}}},
+    ),
+    "event_service": Case(
+        "echo {qgraphNodeId} > out",
+        "isr:eventservice_2^2",
+        {"orderIdMapFilename": {"isr": {str(i): f"isr_{i}+qgraphNodeId:n{i}" for i in range(5)}}},
+    ),
+    # The reference decoder needs a non-empty FILES field.
+    "signal": Case("echo x > out; kill -TERM $$", "j", {"runQgraphFile": "a.qg"}),
+    "unknown_env": Case("echo <ENV:NOT_SET_ANYWHERE> > out", "j", {"runQgraphFile": "a.qg"}),
+}
+
+
+def _materialise(case: Case, root: Path) -> list[str]:
+    """Write the case's distribution directory; return the decoder argv."""
+    dist = root / "dist"
+    dist.mkdir()
+    names = {}
+    for key, content in case.files.items():
+        if key in ("qnodemap", "orderIdMapFilename"):
+            names[key] = "qnode_map.json" if key == "qnodemap" else "order_map.json"
+            (dist / names[key]).write_text(json.dumps(content))
+        elif isinstance(content, dict):
+            names[key] = f"{key}_dir/"
+            for relative, text in content.items():
+                (dist / names[key] / relative).parent.mkdir(parents=True, exist_ok=True)
+                (dist / names[key] / relative).write_text(text)
+        else:
+            names[key] = key if content.startswith("#!") else content
+            (dist / names[key]).write_text(content if content.startswith("#!") else f"{key} content\n")
+    files = "+".join(f"{key}:{name}" for key, name in names.items())
+    return [encode_hex(case.command), case.params, str(dist), files, case.direct_io]
+
+
+def _outcome(launcher: list[str], argv: list[str], work: Path, pythonpath: str) -> tuple:
+    work.mkdir()
+    env = {**os.environ, "DECODER_TEST": "same value", "PYTHONPATH": pythonpath}
+    done = subprocess.run(launcher + argv, cwd=work, env=env, capture_output=True, text=True, timeout=120)
+    produced = {
+        str(path.relative_to(work)): (path.read_text(), os.access(path, os.X_OK))
+        for path in sorted(work.rglob("*"))
+        if path.is_file()
+    }
+    return done.returncode != 0, done.returncode if done.returncode > 100 else None, produced
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_same_as_reference_decoder(name: str, tmp_path: Path, reference_shadow: Path) -> None:
+    argv = _materialise(CASES[name], tmp_path)
+    ours = _outcome([sys.executable, str(DECODER)], argv, tmp_path / "ours", "")
+    script = reference_shadow / "lsst/ctrl/bps/panda/edgenode/cmd_line_decoder.py"
+    theirs = _outcome([sys.executable, str(script)], argv, tmp_path / "theirs", str(reference_shadow))
+    assert ours == theirs
+    assert ours[2].get("out") or name == "unknown_env"
+
+
+def test_reference_with_its_full_stack(tmp_path: Path, reference_wheel: Path) -> None:
+    """One case through the unmodified reference package and its imports."""
+    argv = _materialise(CASES["exports_and_files"], tmp_path)
+    ours = _outcome([sys.executable, str(DECODER)], argv, tmp_path / "ours", "")
+    script = reference_wheel / "lsst/ctrl/bps/panda/edgenode/cmd_line_decoder.py"
+    theirs = _outcome([sys.executable, str(script)], argv, tmp_path / "theirs", str(reference_wheel))
+    assert ours == theirs
+    assert (
+        ours[2]["out"][0] == "x y|x y;z|1|1700_5|same value\nrunQgraphFile content\ndatastore: x\nexe n7,n8\n"
+    )
