@@ -6,10 +6,12 @@
 
 import logging
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from lsst.ctrl.bps.panda import staging
 from lsst.ctrl.bps.panda.exceptions import StagingError
 from lsst.ctrl.bps.panda.staging import stage_files
 from lsst.resources import ResourcePath
@@ -148,3 +150,70 @@ def test_verification_catches_short_copy(
 
 def test_empty_mapping(tmp_path: Path) -> None:
     assert stage_files({}, str(tmp_path / "dist"), 4) == []
+
+
+def test_empty_directory_and_uri_sources(tmp_path: Path) -> None:
+    (tmp_path / "empty").mkdir()
+    source = _write(tmp_path / "src" / "a.txt", "abc")
+    files = {"empty/": str(tmp_path / "empty"), "a.txt": f"file://{source}"}
+    stage_files(files, str(tmp_path / "dist"), 2)
+    assert (tmp_path / "dist" / "empty").is_dir()
+    assert (tmp_path / "dist" / "a.txt").read_text() == "abc"
+
+
+def test_transient_error_retried(
+    tmp_path: Path, sources: dict[str, str], monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    original = FileResourcePath.transfer_from
+    calls: list[str] = []
+
+    def flaky(self: FileResourcePath, *args: object, **kwargs: object) -> None:
+        calls.append(self.basename())
+        if self.basename() == "job.qgraph" and calls.count("job.qgraph") == 1:
+            raise ConnectionResetError("network blip")
+        original(self, *args, **kwargs)
+
+    monkeypatch.setattr(FileResourcePath, "transfer_from", flaky)
+    monkeypatch.setattr(staging, "_RETRY_DELAY", 0.0)
+    stage_files(sources, str(tmp_path / "dist"), 2)
+    _assert_tree(tmp_path / "dist")
+    assert calls.count("job.qgraph") == 2
+    assert "network blip (attempt 1 of 3, retrying)" in caplog.text
+
+
+def test_progress_logged(
+    tmp_path: Path, sources: dict[str, str], monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr(staging, "_PROGRESS_INTERVAL", 0.0)
+    caplog.set_level(logging.INFO, logger="lsst.ctrl.bps.panda.staging")
+    stage_files(sources, str(tmp_path / "dist"), 1)
+    assert "Staged 5/5 file(s), 1037/1037 bytes" in caplog.text
+
+
+@pytest.fixture
+def s3_bucket() -> Iterator[str]:
+    moto = pytest.importorskip("moto")
+    from lsst.resources.s3utils import clean_test_environment_for_s3, getS3Client
+
+    with clean_test_environment_for_s3(), moto.mock_aws():
+        getS3Client().create_bucket(Bucket="distribution")
+        yield "distribution"
+
+
+def test_s3_endpoint(s3_bucket: str, sources: dict[str, str]) -> None:
+    targets = stage_files(sources, f"s3://{s3_bucket}/run1", 4)
+    assert targets == [
+        f"s3://{s3_bucket}/run1/job.qgraph",
+        f"s3://{s3_bucket}/run1/bin/run.sh",
+        f"s3://{s3_bucket}/run1/cfg/",
+    ]
+    leaf = ResourcePath(f"s3://{s3_bucket}/run1/cfg/deep/deeper/leaf.txt")
+    assert leaf.read() == b"leaf"
+    assert ResourcePath(f"s3://{s3_bucket}/run1/cfg/deep/other.txt").size() == 0
+
+
+def test_s3_missing_bucket(s3_bucket: str, sources: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(staging, "_RETRY_DELAY", 0.0)
+    with pytest.raises(StagingError) as caught:
+        stage_files(sources, "s3://no-such-bucket/run1", 4)
+    assert len(caught.value.failures) == 5
