@@ -13,6 +13,7 @@ import tarfile
 import tempfile
 import time
 import zipfile
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -26,9 +27,16 @@ from lsst.ctrl.bps.panda.edgenode.cmd_line_decoder import (
     JobArguments,
     resolve_command,
 )
+from lsst.ctrl.bps.panda.staging import stage_files
 
 DECODER = Path(__file__).resolve().parents[1] / "python/lsst/ctrl/bps/panda/edgenode/cmd_line_decoder.py"
 MODULE = "lsst.ctrl.bps.panda.edgenode.cmd_line_decoder"
+
+
+def _write_tree(root: Path, contents: dict[str, str]) -> None:
+    for relative, text in contents.items():
+        (root / relative).parent.mkdir(parents=True, exist_ok=True)
+        (root / relative).write_text(text)
 
 
 @dataclass
@@ -53,10 +61,7 @@ class Job:
         self.files[key] = name
 
     def add_dir(self, key: str, name: str, contents: dict[str, str]) -> None:
-        for relative, text in contents.items():
-            path = self.dist / name / relative
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(text)
+        _write_tree(self.dist / name, contents)
         self.files[key] = name + "/"
 
     def argv(self, command: str, params: str, direct_io: str = "cmdlineplaceholder") -> list[str]:
@@ -410,3 +415,34 @@ def test_reference_with_its_full_stack(tmp_path: Path, reference_wheel: Path) ->
     assert (
         ours[2]["out"][0] == "x y|x y;z|1|1700_5|same value\nrunQgraphFile content\ndatastore: x\nexe n7,n8\n"
     )
+
+
+@pytest.fixture
+def s3_endpoint(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """A loopback S3 service reachable from the decoder subprocess."""
+    server_module = pytest.importorskip("moto.server")
+    from lsst.resources.s3utils import clean_test_environment_for_s3, getS3Client
+
+    server = server_module.ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    try:
+        host, port = server.get_host_and_port()
+        with clean_test_environment_for_s3():
+            monkeypatch.setenv("S3_ENDPOINT_URL", f"http://{host}:{port}")
+            getS3Client().create_bucket(Bucket="dist")
+            yield "s3://dist/run1/"
+    finally:
+        server.stop()
+
+
+def test_s3_distribution_round_trip(job: Job, s3_endpoint: str, tmp_path: Path) -> None:
+    """Submit side stages to S3, the decoder copies back into the job dir."""
+    _write_tree(tmp_path / "src", {"job.qgraph": "QG", "repo/butler.yaml": "b", "repo/a/b/c.txt": "c"})
+    stage_files(
+        {"job.qgraph": str(tmp_path / "src/job.qgraph"), "repo/": str(tmp_path / "src/repo")}, s3_endpoint, 2
+    )
+    job.files = {"runQgraphFile": "job.qgraph", "butlerConfig": "repo/"}
+    argv = job.argv("cat <FILE:runQgraphFile> <FILE:butlerConfig>butler.yaml repo/a/b/c.txt", "j")
+    argv[2] = s3_endpoint
+    done = job.run(argv)
+    assert (done.returncode, done.stdout) == (0, "QGbc"), done.stderr
