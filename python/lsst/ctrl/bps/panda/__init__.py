@@ -6,10 +6,25 @@
 
 __all__ = ["PanDAService", "PandaBpsWmsWorkflow", "__version__"]
 
+from importlib import import_module
 from importlib.metadata import PackageNotFoundError, version
+from typing import TYPE_CHECKING, Any
 
-from .panda_service import PanDAService
-from .panda_workflow import PandaBpsWmsWorkflow
+if TYPE_CHECKING:
+    from .panda_service import PanDAService
+    from .panda_workflow import PandaBpsWmsWorkflow
+
+# Imported on first use (PEP 562): the worker-side decoder
+# (python -m lsst.ctrl.bps.panda.edgenode.cmd_line_decoder) and the local
+# service must not pull in lsst.ctrl.bps for every job.
+_LAZY = {"PanDAService": ".panda_service", "PandaBpsWmsWorkflow": ".panda_workflow"}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(import_module(_LAZY[name], __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 try:
     __version__ = version("lsst-ctrl-bps-panda")

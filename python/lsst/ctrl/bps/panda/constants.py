@@ -38,13 +38,13 @@ FINAL_PSEUDO_INPUT = "pure_pseudoinput"
 """Base name of the final job's pseudo input."""
 
 IDDS_MAX_NAME_LENGTH_DEFAULT = 4000
-"""iDDS limit on a dependency-map name unless ``IDDS_MAX_NAME_LENGTH`` is set."""
+"""iDDS limit on a dependency-map name (``IDDS_MAX_NAME_LENGTH`` overrides)."""
 
 RELAY_PATH = "/server/panda/relay_idds_command"
 """Legacy relay route used by panda-client's iDDS API."""
 
 WORKFLOW_JSON_FILENAME = "panda_idds_workflow.json"
-"""The iDDS workflow as it is sent, written by ``PandaBpsWmsWorkflow.write``."""
+"""The iDDS workflow as sent, written by ``PandaBpsWmsWorkflow.write``."""
 
 SUBMIT_RECORD_FILENAME = "panda_submit_record.json"
 """Run id, run name and task name -> label/job-count map in the submit dir."""

@@ -105,7 +105,7 @@ class PanDAService(BaseWmsService):
         # Docstring inherited from BaseWmsService.list_submitted_jobs.
         return run_control.list_submitted(self.transport, wms_id, user)
 
-    def report(
+    def report(  # noqa: PLR0913 (signature fixed by BaseWmsService.report)
         self,
         wms_workflow_id: str | None = None,
         user: str | None = None,
