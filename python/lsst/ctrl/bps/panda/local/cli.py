@@ -164,7 +164,7 @@ def status(state_dir: str, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps({"status": "up" if summary else "down", "state_dir": layout.root,
                                **(info or {}), **(summary or {})}))  # fmt: skip
-    elif summary is None:
+    elif summary is None or info is None:
         click.echo(f"panda-local is down (state {layout.root})")
     else:
         counts = ", ".join(f"{k} {v}" for k, v in sorted(summary["requests"].items())) or "none"

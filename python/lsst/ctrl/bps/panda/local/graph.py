@@ -466,13 +466,13 @@ class RunGraph:
                     tf.status = new
                     self._dirty_requests.add(tf.request_id)
             for request_id in list(self._touched | self._dirty_requests):
-                req = self.requests.get(request_id)
-                if req is not None and not req.aborted:
-                    changed = self._fire_conditions(req) or changed
+                maybe = self.requests.get(request_id)
+                if maybe is not None and not maybe.aborted:
+                    changed = self._fire_conditions(maybe) or changed
         for request_id in list(self._touched | self._dirty_requests):
-            req = self.requests.get(request_id)
-            if req is not None:
-                self._update_request(req)
+            loaded = self.requests.get(request_id)
+            if loaded is not None:
+                self._update_request(loaded)
 
     def _fire_conditions(self, req: RequestState) -> bool:
         status_of = {iid: (tf.status if tf.released else None) for iid, tf in req.transforms.items()}

@@ -113,7 +113,7 @@ class RowBuilder:
             if not with_detail:
                 rows.append(base)
                 continue
-            released = [tf for tf in tfs if tf["released"]]
+            released: list[dict[str, Any] | None] = [tf for tf in tfs if tf["released"]]
             counts = self._counts(conn, req["request_id"]) if released else {}
             for tf in released or [None]:
                 rows.append(self._detail_row(base, tf, counts))

@@ -37,7 +37,7 @@ from sqlalchemy import (
     func,
     select,
 )
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import CursorResult, Engine
 
 from .plan import RequestPlan, WorkSpec
 
@@ -166,6 +166,13 @@ def _request_row(plan: RequestPlan, username: str, now: float) -> dict[str, Any]
     }
 
 
+def _primary_key(result: CursorResult[Any]) -> int:
+    key = result.inserted_primary_key
+    if key is None:
+        raise RuntimeError("The database returned no primary key for an insert")
+    return int(key[0])
+
+
 class Store:
     """The service database.
 
@@ -257,11 +264,8 @@ class Store:
         """
         now = time.time()
         with self._insert_lock, self.begin() as conn:
-            request_id = int(
-                conn.execute(
-                    requests.insert().values(**_request_row(plan, username, now))
-                ).inserted_primary_key[0]
-            )
+            result = conn.execute(requests.insert().values(**_request_row(plan, username, now)))
+            request_id = _primary_key(result)
             if plan.conditions:
                 conn.execute(
                     conditions.insert(),
@@ -285,22 +289,24 @@ class Store:
         job_ids: dict[tuple[str, str], int] = {}
         job_rows = []
         for work in works:
-            transform_id = conn.execute(
-                transforms.insert().values(
-                    request_id=request_id,
-                    internal_id=work.internal_id,
-                    name=work.name,
-                    executable=work.executable,
-                    max_attempt=work.max_attempt,
-                    core_count=work.core_count,
-                    gated=work.gated,
-                    released=not work.gated,
-                    status=(TransformStatus.New if work.gated else TransformStatus.Transforming).value,
-                    created_at=now,
-                    released_at=None if work.gated else now,
-                    updated_at=now,
+            transform_id = _primary_key(
+                conn.execute(
+                    transforms.insert().values(
+                        request_id=request_id,
+                        internal_id=work.internal_id,
+                        name=work.name,
+                        executable=work.executable,
+                        max_attempt=work.max_attempt,
+                        core_count=work.core_count,
+                        gated=work.gated,
+                        released=not work.gated,
+                        status=(TransformStatus.New if work.gated else TransformStatus.Transforming).value,
+                        created_at=now,
+                        released_at=None if work.gated else now,
+                        updated_at=now,
+                    )
                 )
-            ).inserted_primary_key[0]
+            )
             for job in work.jobs:
                 job_ids[(work.name, job.name)] = next_job
                 job_rows.append(
