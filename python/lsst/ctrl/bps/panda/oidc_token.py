@@ -34,6 +34,7 @@ __all__ = [
     "read_token_claims",
     "read_token_document",
     "remove_token_files",
+    "source_claims",
     "token_dir",
     "token_files",
     "token_path",
@@ -285,8 +286,26 @@ def locate_token() -> TokenSource:
     return TokenSource(f"token file {path}", path=path, cached=True)
 
 
-def _claims_of(source: TokenSource) -> dict[str, Any]:
-    """Decode the claims of the token at ``source``."""
+def source_claims(source: TokenSource) -> dict[str, Any]:
+    """Decode the claims of the token a `TokenSource` names.
+
+    Parameters
+    ----------
+    source : `TokenSource`
+        Typically the result of `locate_token`.
+
+    Returns
+    -------
+    claims : `dict` [`str`, `~typing.Any`]
+        The ID token's payload claims.
+
+    Raises
+    ------
+    lsst.ctrl.bps.panda.exceptions.TokenNotFoundError
+        The token file does not exist.
+    lsst.ctrl.bps.panda.exceptions.PandaAuthError
+        The token cannot be read or decoded.
+    """
     if source.cached and source.path is not None:
         return read_token_claims(source.path)
     if source.token is not None:
@@ -370,7 +389,7 @@ def check_token(min_valid_seconds: float = DEFAULT_MIN_VALID_SECONDS) -> dict[st
     if os.environ.get("PANDA_AUTH") != "oidc":
         return None
     source = locate_token()
-    claims = _claims_of(source)
+    claims = source_claims(source)
     exp = expiry(claims, source.description)
     left = exp - time.time()
     hint = "run 'panda_auth refresh' or 'panda_auth reset'" if source.cached else "supply a new token"

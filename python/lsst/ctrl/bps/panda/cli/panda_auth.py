@@ -1,0 +1,416 @@
+# This file is part of ctrl_bps_panda.
+#
+# Licensed under the BSD 3-Clause License; see the LICENSE file at the top of
+# this distribution.
+"""The ``panda_auth`` console script: inspect and manage the OIDC token.
+
+Subcommands:
+
+``status``
+    Show the token panda-client would use: where it is, ``iat``, ``exp``,
+    name, email, groups and organisation.
+``clean``
+    Remove the token files panda-client keeps in ``$PANDA_CONFIG_ROOT``.
+``reset``
+    ``clean``, then make one relay call through panda-client, which has no
+    token any more and so starts its device authorization flow.
+``refresh [--days N]``
+    Refresh the token through panda-client's ``OpenIdConnect_Utils`` when it
+    expires within ``N`` days (default 4).
+
+panda-client is imported only inside the commands that talk to a server.
+"""
+
+from __future__ import annotations
+
+__all__ = ["main", "panda_auth"]
+
+import json
+import logging
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import click
+
+from .. import oidc_token
+from ..exceptions import (
+    PandaAuthError,
+    PanDABpsError,
+    TokenExpiredError,
+    TokenNotFoundError,
+    TokenTooEarlyError,
+)
+
+_LOG = logging.getLogger(__name__)
+
+_DAY = 86400.0
+
+_EXTERNAL_TOKEN_VARS = ("PANDA_AUTH_ID_TOKEN", "OIDC_AUTH_TOKEN_FILE", "OIDC_AUTH_ID_TOKEN")
+
+
+@dataclass(frozen=True)
+class AuthEnvironment:
+    """The environment the server-facing subcommands need.
+
+    Parameters
+    ----------
+    vo : `str`
+        ``$PANDA_AUTH_VO`` (or panda-client's fallback ``$OIDC_AUTH_VO``).
+    panda_url_ssl : `str`
+        ``$PANDA_URL_SSL``, the relay's base URL.
+    """
+
+    vo: str
+    panda_url_ssl: str
+
+    @property
+    def auth_config_url(self) -> str:
+        """URL of the VO's auth configuration (`str`)."""
+        return oidc_token.auth_config_url(self.panda_url_ssl, self.vo)
+
+
+def _missing(name: str, command: str, why: str) -> PandaAuthError:
+    """Build the error for a missing environment variable."""
+    return PandaAuthError(f"panda_auth {command}: environment variable {name} is not set ({why})")
+
+
+def auth_environment(command: str) -> AuthEnvironment:
+    """Read and check the environment a server-facing subcommand needs.
+
+    Parameters
+    ----------
+    command : `str`
+        The subcommand, for messages.
+
+    Returns
+    -------
+    environment : `AuthEnvironment`
+        The checked values.
+
+    Raises
+    ------
+    lsst.ctrl.bps.panda.exceptions.PandaAuthError
+        A variable is missing or ``PANDA_AUTH`` is not ``oidc``; the message
+        names the variable.
+    """
+    auth = os.environ.get("PANDA_AUTH")
+    if not auth:
+        raise _missing("PANDA_AUTH", command, "set PANDA_AUTH=oidc to use OIDC tokens")
+    if auth != "oidc":
+        raise PandaAuthError(
+            f"panda_auth {command}: PANDA_AUTH is {auth!r}, but OIDC token commands need PANDA_AUTH=oidc"
+        )
+    vo = os.environ.get("PANDA_AUTH_VO") or os.environ.get("OIDC_AUTH_VO")
+    if not vo:
+        raise _missing("PANDA_AUTH_VO", command, "the virtual organisation, e.g. Rubin")
+    url = os.environ.get("PANDA_URL_SSL")
+    if not url:
+        raise _missing("PANDA_URL_SSL", command, "the PanDA server URL, e.g. https://host/server/panda")
+    return AuthEnvironment(vo=vo, panda_url_ssl=url)
+
+
+def _external_token_vars() -> list[str]:
+    """Return the set variables that make panda-client ignore the file."""
+    return [name for name in _EXTERNAL_TOKEN_VARS if os.environ.get(name) is not None]
+
+
+def _describe_left(seconds: float) -> str:
+    """Describe a time to expiry, e.g. ``in 3 d 4 h`` or ``EXPIRED``."""
+    if seconds <= 0:
+        return f"EXPIRED {_duration(-seconds)} ago"
+    return f"valid for {_duration(seconds)}"
+
+
+def _duration(seconds: float) -> str:
+    """Format a duration as days, hours and minutes."""
+    minutes = int(seconds // 60)
+    days, minutes = divmod(minutes, 1440)
+    hours, minutes = divmod(minutes, 60)
+    if days:
+        return f"{days} d {hours} h"
+    if hours:
+        return f"{hours} h {minutes} min"
+    return f"{minutes} min"
+
+
+def _time_claim(claims: dict[str, Any], name: str) -> str:
+    """Format a time claim, or a dash when it is missing."""
+    value = claims.get(name)
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return "-"
+    return oidc_token.format_time(float(value))
+
+
+def _text_claim(claims: dict[str, Any], *names: str) -> str:
+    """Format the first present claim among ``names``."""
+    for name in names:
+        value = claims.get(name)
+        if value is None:
+            continue
+        if isinstance(value, list | tuple):
+            return ", ".join(str(item) for item in value) if value else "-"
+        return str(value)
+    return "-"
+
+
+def status_lines(source: oidc_token.TokenSource, claims: dict[str, Any]) -> list[str]:
+    """Format a token's status, one field a line.
+
+    Parameters
+    ----------
+    source : `lsst.ctrl.bps.panda.oidc_token.TokenSource`
+        Where the token came from.
+    claims : `dict` [`str`, `~typing.Any`]
+        Its decoded claims.
+
+    Returns
+    -------
+    lines : `list` [`str`]
+        Token, iat, exp (with the time left), name, email, groups and
+        organisation.
+    """
+    exp = _time_claim(claims, "exp")
+    if exp != "-":
+        exp += f" ({_describe_left(float(claims['exp']) - time.time())})"
+    rows = [
+        ("Token", source.description),
+        ("Issued (iat)", _time_claim(claims, "iat")),
+        ("Expires (exp)", exp),
+        ("Name", _text_claim(claims, "name")),
+        ("Email", _text_claim(claims, "email")),
+        ("Groups", _text_claim(claims, "groups", "wlcg.groups")),
+        ("Organisation", _text_claim(claims, "organisation_name", "organisation")),
+    ]
+    return [f"{label + ':':<15}{value}" for label, value in rows]
+
+
+def _run(action: Callable[[], None]) -> None:
+    """Run a subcommand body, turning plugin errors into one-line errors."""
+    try:
+        action()
+    except PanDABpsError as exc:
+        raise click.ClickException(str(exc)) from exc
+
+
+def _set_verbose(verbose: bool) -> None:
+    """Show DEBUG messages of this package and of panda-client."""
+    if verbose:
+        logging.getLogger("lsst.ctrl.bps.panda").setLevel(logging.DEBUG)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def panda_auth() -> None:
+    """Inspect and manage the OIDC token panda-client uses for PanDA."""
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+
+
+@panda_auth.command()
+def status() -> None:
+    """Show the token panda-client would use and its claims."""
+    _run(_status)
+
+
+def _status() -> None:
+    source = oidc_token.locate_token()
+    try:
+        claims = oidc_token.source_claims(source)
+    except TokenNotFoundError as exc:
+        raise TokenNotFoundError(f"{exc}; run 'panda_auth reset' to log in") from exc
+    for line in status_lines(source, claims):
+        click.echo(line)
+    if os.environ.get("PANDA_AUTH") != "oidc":
+        click.echo("Note: PANDA_AUTH is not 'oidc', so panda-client does not send this token", err=True)
+
+
+@panda_auth.command()
+def clean() -> None:
+    """Remove the token files panda-client keeps in $PANDA_CONFIG_ROOT."""
+    _run(_clean)
+
+
+def _clean() -> None:
+    removed = oidc_token.remove_token_files()
+    if not removed:
+        click.echo(f"No token files in {oidc_token.token_dir()}")
+    for path in removed:
+        click.echo(f"Removed {path}")
+
+
+@panda_auth.command()
+@click.option("--verbose", is_flag=True, help="Show panda-client's messages and requests.")
+def reset(verbose: bool) -> None:
+    """Remove the token files, then log in again (device flow)."""
+    _set_verbose(verbose)
+    _run(lambda: _reset(verbose))
+
+
+def _reset(verbose: bool) -> None:
+    env = auth_environment("reset")
+    external = _external_token_vars()
+    if external:
+        raise PandaAuthError(
+            f"panda_auth reset: {', '.join(external)} supplies the token, so panda-client would not log in; "
+            "unset it first"
+        )
+    _clean()
+    failure = _relay_login(env, verbose)
+    path = oidc_token.token_path()
+    claims = oidc_token.read_token_claims(path)
+    click.echo("New token obtained.")
+    for line in status_lines(oidc_token.TokenSource(f"token file {path}", path=path, cached=True), claims):
+        click.echo(line)
+    if failure:
+        raise PandaAuthError(f"New token stored in {path}, but the PanDA relay call failed: {failure}")
+
+
+def _import_client(env: AuthEnvironment) -> Any:
+    """Import ``pandaclient.Client`` and check it reads this environment."""
+    try:
+        from pandaclient import Client
+    except Exception as exc:  # DNS look-ups run at import unless PANDA_BEHIND_REAL_LB is set.
+        raise PandaAuthError(
+            f"Cannot import pandaclient.Client: {exc} (set PANDA_BEHIND_REAL_LB when not behind a DNS LB)"
+        ) from exc
+    if Client.baseURLSSL != env.panda_url_ssl:
+        raise PandaAuthError(
+            f"pandaclient was imported with PANDA_URL_SSL={Client.baseURLSSL!r}, "
+            f"not {env.panda_url_ssl!r}; run panda_auth in a fresh process"
+        )
+    return Client
+
+
+def _relay_login(env: AuthEnvironment, verbose: bool) -> str | None:
+    """Make one relay ``ping`` call; with no token it runs the device flow.
+
+    Returns `None` on success, else why the relay call failed.
+    """
+    client = _import_client(env)
+    _LOG.debug("Calling ping through %s/relay_idds_command", env.panda_url_ssl)
+    try:
+        code, output = client.call_idds_command("ping", compress=True, manager=True, verbose=verbose)
+    except SystemExit as exc:  # panda-client exits when the device flow fails.
+        raise PandaAuthError(
+            f"The OIDC device authorization flow with {env.auth_config_url} failed (see messages above)"
+        ) from exc
+    if not oidc_token.token_path().exists():
+        raise PandaAuthError(f"panda-client stored no token in {oidc_token.token_path()}")
+    return _relay_failure(code, output)
+
+
+def _relay_failure(code: int, output: Any) -> str | None:
+    """Unwrap a relay reply; `None` if the relay accepted the call.
+
+    An iDDS-side error (layer 3) still means the token was accepted, so it
+    is only logged.
+    """
+    if code != 0:
+        return str(output)
+    if not isinstance(output, list | tuple) or len(output) < 2:
+        return f"unexpected reply {output!r}"
+    if output[0] is not True:
+        return str(output[1])
+    result = output[1]
+    if isinstance(result, list | tuple) and result and result[0] is False:
+        _LOG.warning("Token accepted by the relay, but iDDS answered: %s", result[1:])
+    return None
+
+
+@panda_auth.command()
+@click.option(
+    "--days",
+    type=click.FloatRange(min=0),
+    default=4.0,
+    show_default=True,
+    help="Refresh only when the token expires within this many days.",
+)
+@click.option("--verbose", is_flag=True, help="Show panda-client's messages and requests.")
+def refresh(days: float, verbose: bool) -> None:
+    """Refresh the token when it expires within --days days."""
+    _set_verbose(verbose)
+    _run(lambda: _refresh(days, verbose))
+
+
+def _refresh(days: float, verbose: bool) -> None:
+    env = auth_environment("refresh")
+    path = oidc_token.token_path()
+    document = oidc_token.read_token_document(path)
+    claims = oidc_token.decode_jwt_claims(document["id_token"], f"token file {path}")
+    exp = oidc_token.expiry(claims, f"token file {path}")
+    left = exp - time.time()
+    if left <= 0:
+        raise TokenExpiredError(
+            f"The token in {path} expired at {oidc_token.format_time(exp)}; run 'panda_auth reset' to log in"
+        )
+    if left > days * _DAY:
+        raise TokenTooEarlyError(
+            f"The token in {path} is valid until {oidc_token.format_time(exp)} "
+            f"({left / _DAY:.1f} days left); it is refreshed only within {days:g} days of expiry (--days)"
+        )
+    refresh_token = document.get("refresh_token")
+    if not isinstance(refresh_token, str) or not refresh_token:
+        raise PandaAuthError(f"Token file {path} holds no refresh_token; run 'panda_auth reset' to log in")
+    _refresh_with_panda_client(env, path, refresh_token, verbose)
+    _keep_refresh_token(path, refresh_token)
+    new_claims = oidc_token.read_token_claims(path)
+    new_exp = oidc_token.expiry(new_claims, f"token file {path}")
+    click.echo(f"Token in {path} refreshed; it now expires at {oidc_token.format_time(new_exp)}")
+    for name in _external_token_vars():
+        click.echo(f"Note: {name} is set, so panda-client uses that token, not {path}", err=True)
+
+
+def _fetch_json(oidc: Any, url: str, what: str) -> dict[str, Any]:
+    """Fetch a JSON page through panda-client (cached by it for an hour)."""
+    ok, page = oidc.fetch_page(url)
+    if not ok:
+        raise PandaAuthError(f"Cannot fetch the {what} {url}: {page}")
+    if not isinstance(page, dict):
+        raise PandaAuthError(f"The {what} {url} is not a JSON object")
+    return page
+
+
+def _refresh_with_panda_client(env: AuthEnvironment, path: Path, refresh_token: str, verbose: bool) -> None:
+    """Run panda-client's refresh-token grant; it rewrites ``path``."""
+    from pandaclient import openidc_utils
+
+    url = env.auth_config_url
+    oidc = openidc_utils.OpenIdConnect_Utils(
+        url, token_dir=str(path.parent), log_stream=_LOG, verbose=verbose
+    )
+    auth_config = _fetch_json(oidc, url, "auth configuration")
+    for key in ("oidc_config_url", "client_id"):
+        if not auth_config.get(key):
+            raise PandaAuthError(f"The auth configuration {url} has no '{key}'")
+    endpoints = _fetch_json(oidc, auth_config["oidc_config_url"], "OIDC endpoint configuration")
+    token_endpoint = endpoints.get("token_endpoint")
+    if not token_endpoint:
+        raise PandaAuthError(f"The OIDC configuration {auth_config['oidc_config_url']} has no token_endpoint")
+    client_secret = auth_config.get("client_secret") or ""
+    ok, detail = oidc.refresh_token(token_endpoint, auth_config["client_id"], client_secret, refresh_token)
+    if not ok:
+        raise PandaAuthError(f"Refreshing the token at {token_endpoint} failed: {detail}")
+
+
+def _keep_refresh_token(path: Path, refresh_token: str) -> None:
+    """Keep the old refresh token if the new reply has none; mode 0600.
+
+    panda-client writes the token endpoint's reply as is; an identity
+    provider that does not rotate refresh tokens leaves none in it, which
+    would make the next refresh impossible.
+    """
+    document = oidc_token.read_token_document(path)
+    if not document.get("refresh_token"):
+        document["refresh_token"] = refresh_token
+        path.write_text(json.dumps(document), encoding="utf-8")
+    try:
+        path.chmod(0o600)
+    except OSError as exc:
+        _LOG.warning("Cannot restrict the permissions of %s: %s", path, exc)
+
+
+def main() -> None:
+    """Run the ``panda_auth`` console script."""
+    panda_auth(prog_name="panda_auth")
