@@ -16,6 +16,7 @@ __all__ = ["JobState", "Launch", "RunGraph", "TransformState"]
 import json
 import time
 from collections import Counter, deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -131,6 +132,8 @@ class RunGraph:
         self._dirty_transforms: set[int] = set()
         self._touched: set[int] = set()
         self._dirty_requests: set[int] = set()
+        self.recorded_exit: Callable[[JobState], tuple[int, float] | None] = _no_record
+        """Finds the exit code and end time an attempt left behind."""
 
     # ----------------------------------------------------------------- loading
     def init_ids(self, conn: Connection) -> None:
@@ -162,7 +165,11 @@ class RunGraph:
         return [row[0] for row in conn.execute(query)]
 
     def load(self, conn: Connection, request_id: int) -> None:
-        """Load a stored request; jobs recorded as running lose their attempt.
+        """Load a stored request and recover the jobs recorded as running.
+
+        An attempt recorded as running whose result `recorded_exit` finds
+        (it ended while the service was down) is completed with it; any
+        other such attempt is lost and the job runs again.
 
         Parameters
         ----------
@@ -177,8 +184,12 @@ class RunGraph:
         req = RequestState(request_id, RequestStatus(row["status"]), bool(row["aborted"]))
         self.requests[request_id] = req
         self._load_transforms(conn, req)
-        self._load_jobs(conn, req)
+        ended = self._load_jobs(conn, req)
         self._link_jobs(conn, req)
+        for job_id, (exit_code, end_time) in ended.items():
+            job = self.jobs[job_id]
+            if job.panda_id is not None:
+                self.complete(job_id, job.panda_id, exit_code, end_time)
         for cond in conn.execute(select(conditions).where(conditions.c.request_id == request_id)).mappings():
             spec = json.loads(cond["spec"])
             spec.update(internal_id=cond["internal_id"], fired=bool(cond["fired"]))
@@ -203,7 +214,8 @@ class RunGraph:
             self.transforms[tf.transform_id] = tf
             req.transforms[tf.internal_id] = tf
 
-    def _load_jobs(self, conn: Connection, req: RequestState) -> None:
+    def _load_jobs(self, conn: Connection, req: RequestState) -> dict[int, tuple[int, float]]:
+        ended: dict[int, tuple[int, float]] = {}
         query = select(jobs).where(jobs.c.request_id == req.request_id).order_by(jobs.c.job_id)
         for row in conn.execute(query).mappings():
             job = JobState(
@@ -215,7 +227,10 @@ class RunGraph:
                 status=ContentStatus(row["status"]),
                 **{name: row[name] for name in JOB_COLUMNS if name != "status"},
             )
-            if job.status == ContentStatus.Processing:
+            result = self.recorded_exit(job) if job.status == ContentStatus.Processing else None
+            if result is not None:
+                ended[job.job_id] = result
+            elif job.status == ContentStatus.Processing:
                 # The service stopped while this attempt ran: run it again.
                 job.lost_attempts += 1
                 self._set(job, ContentStatus.Activated, "activated")
@@ -223,6 +238,7 @@ class RunGraph:
             tf = self.transforms[job.transform_id]
             tf.job_ids.append(job.job_id)
             tf.counts[job.status.value] += 1
+        return ended
 
     def _link_jobs(self, conn: Connection, req: RequestState) -> None:
         query = select(deps.c.job_id, deps.c.parent_id).where(deps.c.request_id == req.request_id)
@@ -570,6 +586,10 @@ class RunGraph:
         """Forget requests that have terminated (they are all in the store)."""
         for request_id in [r for r, req in self.requests.items() if req.status in _REQUEST_TERMINAL]:
             self.unload(request_id)
+
+
+def _no_record(job: JobState) -> tuple[int, float] | None:
+    return None
 
 
 def _referenced(tree: dict[str, Any], status_of: dict[str, TransformStatus | None]) -> list[Any]:

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 
 from lsst.ctrl.bps.panda.constants import IN_PLACEHOLDER
 
-from .graph import Launch, RunGraph
+from .graph import JobState, Launch, RunGraph
 from .layout import StateLayout
 from .store import Store
 
@@ -37,6 +37,17 @@ JOB_MARKER_VARIABLE = "PANDA_LOCAL_JOB"
 """Set in every job's environment to ``<state dir>:<panda id>``."""
 
 _KILL_GRACE = 5.0
+
+EXIT_CODE_FILE = "payload.exitcode"
+"""Written by the job's wrapper shell when the payload ends."""
+
+# Runs the payload ($1) in a child bash and records its exit status next to
+# its logs, so a result reached while the service was down is not lost.
+_WRAPPER = (
+    'bash -c "$1"; rc=$?; '
+    f'printf "%d\\n" "$rc" > {EXIT_CODE_FILE}.tmp && mv -f {EXIT_CODE_FILE}.tmp {EXIT_CODE_FILE}; '
+    'exit "$rc"'
+)
 
 
 @dataclass
@@ -104,6 +115,7 @@ class Runner:
         self.workers = max(1, workers)
         self.job_env = dict(job_env)
         self.graph = RunGraph(self.workers)
+        self.graph.recorded_exit = self._recorded_exit
         self._events: queue.SimpleQueue[_Event] = queue.SimpleQueue()
         self._pool = ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="panda-local-job")
         self._procs: dict[int, subprocess.Popen] = {}
@@ -178,6 +190,19 @@ class Runner:
         assert event.done is not None
         event.done.wait(timeout)
         return bool(event.result and event.result[0])
+
+    def _recorded_exit(self, job: JobState) -> tuple[int, float] | None:
+        workdir = self.layout.attempt_dir(job.request_id, job.transform_id, job.map_id, job.attempt_nr)
+        path = os.path.join(workdir, EXIT_CODE_FILE)
+        try:
+            with open(path) as stream:
+                exit_code = int(stream.read().strip())
+            end_time = os.path.getmtime(path)
+        except (OSError, ValueError):
+            return None
+        _LOG.info("Job %s attempt %d ended while the service was down (exit %d)",
+                  job.name, job.attempt_nr, exit_code)  # fmt: skip
+        return exit_code, end_time
 
     def running_count(self) -> int:
         """Return the number of job processes running now."""
@@ -281,7 +306,7 @@ class Runner:
                 open(os.path.join(workdir, "payload.stderr"), "wb") as err,
             ):
                 proc = subprocess.Popen(
-                    ["bash", "-c", command],
+                    ["bash", "-c", _WRAPPER, "panda-local-job", command],
                     cwd=workdir,
                     env=self._env(launch),
                     stdin=subprocess.DEVNULL,
