@@ -28,6 +28,7 @@ __all__ = ["main", "panda_auth"]
 import json
 import logging
 import os
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -205,7 +206,29 @@ def _set_verbose(verbose: bool) -> None:
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 def panda_auth() -> None:
     """Inspect and manage the OIDC token panda-client uses for PanDA."""
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    _setup_logging()
+
+
+class _StderrHandler(logging.StreamHandler):
+    """Write to whatever `sys.stderr` is at the time of each record."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.stream = sys.stderr
+        super().emit(record)
+
+
+def _setup_logging() -> None:
+    """Send this package's messages to stderr, once per process.
+
+    Only this package's logger gets a handler: panda-client's own logger
+    already prints to stdout.
+    """
+    package = logging.getLogger("lsst.ctrl.bps.panda")
+    if any(isinstance(handler, _StderrHandler) for handler in package.handlers):
+        return
+    handler = _StderrHandler()
+    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    package.addHandler(handler)
 
 
 @panda_auth.command()
