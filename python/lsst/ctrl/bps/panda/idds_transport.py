@@ -430,7 +430,8 @@ class PanDARelayTransport:
                     f"panda-client gave up (exit status {exc.code}) during '{command}'; "
                     "check PANDA_AUTH, PANDA_AUTH_VO and the token (panda_auth status)"
                 ) from exc
-        _LOG.debug("iDDS %s -> %s", command, _truncate(reply))
+        if _LOG.isEnabledFor(logging.DEBUG):
+            _LOG.debug("iDDS %s -> %s", command, _truncate(reply))
         return reply
 
     def _call(
