@@ -32,7 +32,6 @@ __all__ = [
 ]
 
 import logging
-import os
 from collections.abc import Mapping
 from typing import Any, Protocol
 
@@ -52,11 +51,12 @@ PING_UNREACHABLE = 2
 PING_AUTH_FAILED = 3
 PING_REFUSED = 4
 
+# Words of relay / iDDS messages that mean the caller was not accepted.
 _AUTH_HINTS = (
     "not allowed",
     "authentication",
     "ssl secure connection is required",
-    "credential",
+    "credentials",
     "token",
     "permission",
     "unauthorized",
@@ -262,19 +262,18 @@ def _restart_refusal(wms_id: str, ref: RunRef, head: Mapping[str, Any]) -> str |
 
 
 def _check_token() -> None:
-    """Check the OIDC token when ``PANDA_AUTH=oidc``.
+    """Check the OIDC token when ``PANDA_AUTH=oidc`` (no-op otherwise).
 
     Raises
     ------
     PandaAuthError
-        If the token is missing, expired or about to expire.
+        If the token is missing, unreadable, expired or about to expire.
     """
-    if os.environ.get("PANDA_AUTH", "").strip().lower() != "oidc":
-        return
     from . import oidc_token
 
     claims = oidc_token.check_token(TOKEN_MIN_VALID_SECONDS)
-    _LOG.debug("OIDC token valid: %s", claims)
+    if claims is not None:
+        _LOG.debug("OIDC token of %s is valid", claims.get("name") or claims.get("sub"))
 
 
 def _is_auth_failure(exc: IDDSRequestError) -> bool:
@@ -307,7 +306,7 @@ def ping(transport: ControlTransport) -> tuple[int, str | None]:
     except PandaAuthError as exc:
         return PING_AUTH_FAILED, str(exc)
     except PanDAUnreachableError as exc:
-        return PING_UNREACHABLE, f"PanDA relay unreachable: {exc}"
+        return PING_UNREACHABLE, f"Error pinging the PanDA service: {exc}"
     except PanDABpsError as exc:
         return PING_REFUSED, f"Error pinging the PanDA service: {exc}"
     return 0, None
