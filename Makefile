@@ -17,7 +17,7 @@ test: setup
 	@bash scripts/test.sh
 
 test-realstack: setup
-	@$(PY) -m pytest -m realstack tests
+	@$(PY) -m pytest -p no:cacheprovider -m realstack tests/realstack
 
 lint: setup
 	@$(VENV)/bin/ruff format --check python tests bench

@@ -14,8 +14,8 @@ import socket
 from typing import Any
 
 import pytest
-from conftest import Backend
 from rs_helpers import UNKNOWN_ID, chain_workflow, enum_name, payload, shape_differences, unique_name
+from rs_stack import Backend
 
 pytestmark = [pytest.mark.realstack, pytest.mark.timeout(600)]
 
