@@ -16,6 +16,7 @@ from lsst.ctrl.bps.panda import run_control
 from lsst.ctrl.bps.panda.exceptions import (
     IDDSRequestError,
     PandaAuthError,
+    PanDAConfigError,
     PanDAUnreachableError,
     TokenExpiredError,
     TokenNotFoundError,
@@ -343,6 +344,13 @@ def _envelope_errors():
         except IDDSRequestError as exc:
             assert type(exc).__name__ == row["expect"]["error"]
             errors.append(pytest.param(exc, row["expect"]["match"], id=row["id"]))
+    # Errors of the client set-up, raised by the transport before any call.
+    errors.append(
+        pytest.param(PanDAConfigError("PANDA_URL_SSL", "PANDA_URL not set"), "PANDA_URL", id="client-config")
+    )
+    errors.append(
+        pytest.param(PandaAuthError("panda-client gave up (exit status 255)"), "gave up", id="client-exit")
+    )
     return errors
 
 

@@ -48,7 +48,7 @@ from idds.common.constants import RequestStatus
 
 from lsst.ctrl.bps import WmsJobReport, WmsRunReport, WmsSpecificInfo, WmsStates
 
-from .exceptions import IDDSRequestError, PanDABpsError
+from .exceptions import IDDSRequestError, PandaAuthError, PanDABpsError, PanDAConfigError
 from .status_mapping import content_state, enum_name, job_state, request_state, transform_state
 from .submit_record import SubmitRecord, find_submit_dir
 
@@ -217,7 +217,7 @@ def build_run_reports(
     try:
         ref = resolve_run(wms_workflow_id)
         report = run_report(transport, ref, return_exit_codes)
-    except IDDSRequestError as exc:
+    except (IDDSRequestError, PandaAuthError, PanDAConfigError) as exc:
         return [], f"Cannot report run '{wms_workflow_id}': {exc}"
     except PanDABpsError as exc:
         return [], str(exc)
@@ -545,7 +545,7 @@ def _summaries(transport: ReportTransport, user: str | None, hist: float) -> tup
     """One report per run of ``user`` active or ended within ``hist`` days."""
     try:
         rows = transport.get_requests()
-    except IDDSRequestError as exc:
+    except PanDABpsError as exc:
         return [], f"Cannot list runs: {exc}"
     cutoff = datetime.datetime.now(datetime.UTC) - datetime.timedelta(days=max(0.0, hist or 0.0))
     reports: list[WmsRunReport] = []
@@ -557,7 +557,7 @@ def _summaries(transport: ReportTransport, user: str | None, hist: float) -> tup
         try:
             ref = RunRef(str(request_id), request_id, _indexed_record(request_id))
             report = run_report(transport, ref, False)
-        except IDDSRequestError as exc:
+        except PanDABpsError as exc:
             messages.append(f"Run {request_id}: {exc}")
             continue
         if report is not None:

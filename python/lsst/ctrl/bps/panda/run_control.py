@@ -37,7 +37,13 @@ from typing import Any, Protocol
 
 from lsst.ctrl.bps import WmsStates
 
-from .exceptions import IDDSRequestError, PandaAuthError, PanDABpsError, PanDAUnreachableError
+from .exceptions import (
+    IDDSRequestError,
+    PandaAuthError,
+    PanDABpsError,
+    PanDAConfigError,
+    PanDAUnreachableError,
+)
 from .reporting import RunRef, request_status_name, resolve_run
 from .status_mapping import ACTIVE_REQUEST_STATES, request_state
 
@@ -62,6 +68,10 @@ _AUTH_HINTS = (
     "unauthorized",
     "forbidden",
 )
+
+# Errors of the transport (relay, iDDS, client set-up); other package errors
+# come from the id itself and are reported as they are.
+_SERVICE_ERRORS = (IDDSRequestError, PandaAuthError, PanDAConfigError)
 
 # Request statuses after which a cancel has nothing left to stop.
 _CANCEL_POINTLESS = frozenset({"Finished", "SubFinished", "Failed", "Expired", "Cancelled"})
@@ -114,7 +124,7 @@ def get_status(transport: ControlTransport, wms_id: str) -> tuple[WmsStates, str
     try:
         ref = resolve_run(wms_id)
         head = _head(transport, ref)
-    except IDDSRequestError as exc:
+    except _SERVICE_ERRORS as exc:
         return WmsStates.UNKNOWN, f"Cannot get the status of run '{wms_id}': {exc}"
     except PanDABpsError as exc:
         return WmsStates.UNKNOWN, str(exc)
@@ -152,7 +162,7 @@ def list_submitted(transport: ControlTransport, wms_id: str | None, user: str | 
         return []
     try:
         rows = transport.get_requests()
-    except IDDSRequestError as exc:
+    except PanDABpsError as exc:
         _LOG.error("Cannot list the runs of user %s: %s", user, exc)
         return []
     return [
@@ -173,7 +183,7 @@ def _list_one(transport: ControlTransport, wms_id: str) -> list[str]:
         return []
     try:
         head = _head(transport, ref)
-    except IDDSRequestError as exc:
+    except PanDABpsError as exc:
         _LOG.warning("Cannot look up run '%s': %s", wms_id, exc)
         return [str(ref.request_id)]
     return [str(ref.request_id)] if head is not None else []
@@ -205,7 +215,7 @@ def cancel(transport: ControlTransport, wms_id: str) -> tuple[bool, str]:
         if status in _CANCEL_POINTLESS:
             return False, f"Run '{wms_id}' (request {ref.request_id}) has already ended ({status})"
         result = transport.abort(ref.request_id)
-    except IDDSRequestError as exc:
+    except _SERVICE_ERRORS as exc:
         return False, f"Cannot cancel run '{wms_id}': {exc}"
     except PanDABpsError as exc:
         return False, str(exc)
@@ -240,7 +250,7 @@ def restart(transport: ControlTransport, wms_id: str) -> tuple[str | None, str |
         if refusal:
             return None, None, refusal
         result = transport.retry(ref.request_id)
-    except IDDSRequestError as exc:
+    except _SERVICE_ERRORS as exc:
         return None, None, f"Cannot restart run '{wms_id}': {exc}"
     except PanDABpsError as exc:
         return None, None, str(exc)
