@@ -111,12 +111,12 @@ class RowBuilder:
             tfs = self._transforms(conn, req["request_id"])
             base = self._request_row(req, tfs)
             if not with_detail:
-                rows.append(base)
+                rows.append(_sorted(base))
                 continue
             released: list[dict[str, Any] | None] = [tf for tf in tfs if tf["released"]]
             counts = self._counts(conn, req["request_id"]) if released else {}
             for tf in released or [None]:
-                rows.append(self._detail_row(base, tf, counts))
+                rows.append(_sorted(self._detail_row(base, tf, counts)))
         return rows
 
     def _transforms(self, conn: Connection, request_id: int) -> list[dict[str, Any]]:
@@ -228,7 +228,7 @@ class RowBuilder:
             query = query.where(jobs.c.transform_id == transform_id)
         groups: dict[str, list[dict[str, Any]]] = {}
         for job in conn.execute(query).mappings():
-            groups.setdefault(str(job["transform_id"]), []).append(self._content_row(job))
+            groups.setdefault(str(job["transform_id"]), []).append(_sorted(self._content_row(job)))
         return groups
 
     def _content_row(self, job: Any) -> dict[str, Any]:
@@ -263,6 +263,11 @@ class RowBuilder:
             core_count=job["core_count"], n_input_files=1,
         )  # fmt: skip
         return row
+
+
+def _sorted(row: dict[str, Any]) -> dict[str, Any]:
+    # The iDDS REST server returns row keys sorted (enum dicts keep theirs).
+    return dict(sorted(row.items()))
 
 
 _COLL_KEYS = ("processed", "new", "preprocessing", "activated", "failed", "missing", "processing")
