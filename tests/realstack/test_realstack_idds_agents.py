@@ -1,0 +1,137 @@
+"""With the real iDDS daemons: what iDDS makes of our submitted works.
+
+The daemons (clerk, transformer, ...) turn a submitted request into one
+transform per work and, per transform, one input and one output content
+per job plus one input-dependency content per dependency. Nothing runs
+(no JEDI), but this is where iDDS accepts or rejects the works' shape.
+The assertions read the iDDS tables directly (psycopg2 in the realstack
+venv).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from rs_helpers import chain_workflow, unique_name
+from rs_stack import RealStack
+
+pytestmark = [pytest.mark.realstack, pytest.mark.timeout(600)]
+
+SETTLE_TIMEOUT = 180.0
+"""Seconds to wait for transforms and contents (about 10 s is typical)."""
+
+_EDGES_SQL = """
+SELECT ct.name, c.name, pt.name, p.name
+  FROM contents d
+  JOIN contents c ON c.transform_id = d.transform_id AND c.map_id = d.map_id
+                 AND c.content_relation_type = 0
+  JOIN contents p ON p.content_id = d.content_dep_id
+  JOIN transforms ct ON ct.transform_id = d.transform_id
+  JOIN transforms pt ON pt.transform_id = p.transform_id
+ WHERE d.request_id = %s AND d.content_relation_type = 3
+"""
+
+_COUNTS_SQL = """
+SELECT t.name, c.content_relation_type, count(c.content_id)
+  FROM transforms t LEFT JOIN contents c ON c.transform_id = t.transform_id
+ WHERE t.request_id = %s
+ GROUP BY t.name, c.content_relation_type
+"""
+
+
+@pytest.fixture(scope="module")
+def agents(realstack: RealStack) -> Iterator[RealStack]:
+    """The stack with the daemons on, and an empty database for them."""
+    realstack.truncate()  # earlier modules' requests would keep them busy
+    realstack.up("--with-agents", label="agents start")
+    try:
+        yield realstack
+    finally:
+        realstack.up("--no-agents", label="agents stop")
+
+
+def works_of(workflow: Any) -> dict[str, list[dict[str, Any]]]:
+    """Work name -> its dependency map, as submitted."""
+    return {work.get_work_name(): list(work.dependency_map) for work in workflow.get_all_works()}
+
+
+def expected_edges(workflow: Any) -> set[tuple[str, str, str, str]]:
+    """(child work, child job, parent work, parent job) of every dependency."""
+    edges = set()
+    for work_name, jobs in works_of(workflow).items():
+        for job in jobs:
+            for dep in job["dependencies"]:
+                edges.add((work_name, job["name"], dep["task"], dep["inputname"]))
+    return edges
+
+
+def _counts(stack: RealStack, request_id: int) -> dict[str, dict[int, int]]:
+    counts: dict[str, dict[int, int]] = {}
+    for name, relation, number in stack.sql(_COUNTS_SQL, [request_id]):
+        counts.setdefault(name, {})
+        if relation is not None:
+            counts[name][relation] = number
+    return counts
+
+
+def settled_counts(
+    stack: RealStack, request_id: int, works: dict[str, list[Any]]
+) -> dict[str, dict[int, int]]:
+    """Wait until every work has a transform with all its outputs."""
+    deadline = time.monotonic() + SETTLE_TIMEOUT
+    counts: dict[str, dict[int, int]] = {}
+    while time.monotonic() < deadline:
+        counts = _counts(stack, request_id)
+        if set(counts) >= set(works) and all(counts[n].get(1, 0) >= len(j) for n, j in works.items()):
+            time.sleep(2)  # let a pass still writing dependency contents finish
+            return _counts(stack, request_id)
+        time.sleep(2)
+    pytest.fail(f"iDDS did not build all transforms/contents in {SETTLE_TIMEOUT} s: {counts}")
+
+
+def fan_workflow(name: str) -> Any:
+    """a (3 jobs) -> b (1 job, needs all of a) -> c (2 jobs, each needs b)."""
+    from idds.workflowv2.workflow import Workflow
+    from rs_helpers import _work
+
+    a, b, c = _work(name, 1, "a"), _work(name, 2, "b"), _work(name, 3, "c")
+    a.dependency_map = [{"name": f"a{j}", "order_id": j, "dependencies": []} for j in range(3)]
+    from_a = [{"task": a.get_work_name(), "inputname": f"a{j}"} for j in range(3)]
+    b.dependency_map = [{"name": "b0", "order_id": 0, "dependencies": from_a}]
+    from_b = [{"task": b.get_work_name(), "inputname": "b0"}]
+    c.dependency_map = [{"name": f"c{j}", "order_id": j, "dependencies": from_b} for j in range(2)]
+    b.dependency_tasks = [a.get_work_name()]
+    c.dependency_tasks = [b.get_work_name()]
+    workflow = Workflow(name=name)
+    for work in (a, b, c):
+        workflow.add_work(work)
+    return workflow
+
+
+def check_transforms_and_contents(stack: RealStack, request_id: int, workflow: Any) -> None:
+    """One transform per work; contents = jobs; dependencies = edges."""
+    works = works_of(workflow)
+    counts = settled_counts(stack, request_id, works)
+    assert set(counts) == set(works), "every work became exactly one transform"
+    for name, jobs in works.items():
+        deps = sum(len(job["dependencies"]) for job in jobs)
+        assert counts[name].get(0, 0) == len(jobs), (name, counts[name])
+        assert counts[name].get(1, 0) == len(jobs), (name, counts[name])
+        assert counts[name].get(3, 0) == deps, (name, counts[name])
+    got = {tuple(row) for row in stack.sql(_EDGES_SQL, [request_id])}
+    assert got == expected_edges(workflow)
+
+
+@pytest.mark.parametrize("builder", [chain_workflow, fan_workflow], ids=["chain", "fan"])
+def test_works_become_transforms_and_contents(agents: RealStack, builder: Any) -> None:
+    from rs_stack import real_backend
+
+    backend = real_backend(agents)
+    workflow = builder(unique_name(builder.__name__))
+    with backend.active():
+        ret = backend.api().submit(workflow, username=None, use_dataset_name=False)
+    assert ret[0] == 0 and ret[1][0] is True, ret
+    check_transforms_and_contents(agents, ret[1][1], workflow)
