@@ -2,11 +2,96 @@
 #
 # Licensed under the BSD 3-Clause License; see the LICENSE file at the top of
 # this distribution.
-"""Job command lines: placeholders, hex encoding and ``_cmd_line_``."""
+"""Job command lines: placeholders, hex encoding and ``_cmd_line_``.
+
+The worker runs the edge-node decoder of the LSST stack installed at the
+site, so what this module emits follows that decoder's argv exactly
+(``doc/command-line.md``)::
+
+    <runnerCommand with _cmd_line_ replaced by>
+    <HEX> ${IN/L} <dist>  <k1:v1+k2:v2> <directIO+...|cmdlineplaceholder>
+
+Placeholders in a job's command line:
+
+``{name}``
+    Filled at submit from the job's ``cmdvals``, except the names in
+    ``placeholderParams``: those stay and travel in the job's pseudo input
+    name ``<job>+<name>:<value>+...``, which PanDA puts in ``${IN/L}``.
+``<ENV:NAME>``
+    Resolved at submit for names in ``submitSideResolvedParams`` that are
+    set there, otherwise by the decoder from the worker environment.
+``<FILE:key>``
+    A file the plugin does not transfer becomes its URI at submit; a
+    transferred one becomes its name in the working directory on the
+    worker.
+``<WMS:attemptNum>``
+    Becomes ``<ENV:PanDA_AttemptNr>`` (the pilot's attempt number), which
+    every decoder resolves.
+
+This module needs only the standard library: the edge-node decoder loads it
+from its file for `decode_hex`.
+"""
 
 from __future__ import annotations
 
-__all__ = ["decode_hex", "encode_hex"]
+__all__ = [
+    "ATTEMPT_PLACEHOLDER",
+    "CommandLineError",
+    "CommandTemplate",
+    "FileRef",
+    "ResolveContext",
+    "ResolvedCommand",
+    "check_name",
+    "check_value",
+    "compose_runner_command",
+    "decode_hex",
+    "encode_hex",
+    "export_prefix",
+    "files_field",
+    "lazy_params",
+    "pseudo_input_name",
+]
+
+import re
+import shlex
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+if __package__:
+    from .constants import CMD_LINE_TOKEN, IN_PLACEHOLDER, NO_DIRECT_IO
+else:  # loaded from its file by the edge-node decoder, which needs only decode_hex
+    CMD_LINE_TOKEN, IN_PLACEHOLDER, NO_DIRECT_IO = "_cmd_line_", "${IN/L}", "cmdlineplaceholder"
+
+ATTEMPT_PLACEHOLDER = "<ENV:PanDA_AttemptNr>"
+"""What ``<WMS:attemptNum>`` becomes: the pilot exports the attempt number."""
+
+ORDER_ID_MAP_TOKEN = "orderIdMapFilename"
+"""Token in ``runnerCommand`` replaced by the order-id map URI."""
+
+_VARIABLE = re.compile(r"(?<!\$)\{([A-Za-z_][A-Za-z0-9_]*)\}")
+_ENV = re.compile(r"<ENV:([^<>]+)>")
+_FILE = re.compile(r"<FILE:([^<>]+)>")
+_WMS = re.compile(r"<WMS:([^<>]+)>")
+_FORBIDDEN = re.compile(r"[+:\s]")
+_FORBIDDEN_VALUE = re.compile(r"[+:\s']")
+
+
+class CommandLineError(ValueError):
+    """A job's command line cannot be built in the decoder's format.
+
+    Parameters
+    ----------
+    job : `str`
+        The job at fault.
+    detail : `str`
+        What is wrong.
+    """
+
+    def __init__(self, job: str, detail: str) -> None:
+        super().__init__(f"Job {job!r}: {detail}")
+        self.job = job
+        self.detail = detail
 
 
 def encode_hex(command: str) -> str:
@@ -39,3 +124,407 @@ def decode_hex(encoded: str) -> str:
         The command line.
     """
     return bytes.fromhex(encoded).decode("utf-8")
+
+
+def check_name(job: str, what: str, value: str) -> str:
+    """Check a name the decoder splits on ``+`` and ``:``.
+
+    Parameters
+    ----------
+    job : `str`
+        Job name, for the error.
+    what : `str`
+        What the name is, for the error.
+    value : `str`
+        The name.
+
+    Returns
+    -------
+    value : `str`
+        The name.
+
+    Raises
+    ------
+    CommandLineError
+        Raised if it is empty or contains ``+``, ``:`` or whitespace.
+    """
+    if not value or _FORBIDDEN.search(value):
+        raise CommandLineError(job, f"{what} {value!r} must be non-empty without '+', ':' or whitespace")
+    return value
+
+
+def check_value(job: str, what: str, value: str) -> str:
+    """Check a placeholder value carried in a pseudo input name.
+
+    Parameters
+    ----------
+    job : `str`
+        Job name, for the error.
+    what : `str`
+        What the value is, for the error.
+    value : `str`
+        The value (may be empty).
+
+    Returns
+    -------
+    value : `str`
+        The value.
+
+    Raises
+    ------
+    CommandLineError
+        Raised if it contains ``+``, ``:``, whitespace or a single quote
+        (the decoder splits on the first two and substitutes the value
+        as is into the command, possibly inside quotes).
+    """
+    if _FORBIDDEN_VALUE.search(value):
+        raise CommandLineError(job, f"{what} {value!r} must not contain '+', ':', \"'\" or whitespace")
+    return value
+
+
+def export_prefix(environment: Mapping[str, str]) -> str:
+    """Return shell exports of an environment, values quoted.
+
+    Parameters
+    ----------
+    environment : `~collections.abc.Mapping` [`str`, `str`]
+        Variable name to value (placeholders already resolved or kept).
+
+    Returns
+    -------
+    prefix : `str`
+        ``export K='v'; `` per variable, in order.
+    """
+    return "".join(f"export {key}={shlex.quote(value)}; " for key, value in environment.items())
+
+
+def pseudo_input_name(base: str, params: Iterable[tuple[str, str]]) -> str:
+    """Return a pseudo input name carrying placeholder values.
+
+    Parameters
+    ----------
+    base : `str`
+        Job name (or the final job's fixed base name).
+    params : `~collections.abc.Iterable` [`tuple` [`str`, `str`]]
+        Placeholder name and value, in ``placeholderParams`` order.
+
+    Returns
+    -------
+    name : `str`
+        ``<base>+<k1>:<v1>+<k2>:<v2>...``.
+    """
+    return base + "".join(f"+{key}:{value}" for key, value in params)
+
+
+def files_field(files: Mapping[str, str]) -> str:
+    """Return the decoder's files field.
+
+    Parameters
+    ----------
+    files : `~collections.abc.Mapping` [`str`, `str`]
+        Files key to name relative to the distribution endpoint
+        (directories end in ``/``).
+
+    Returns
+    -------
+    field : `str`
+        ``k1:v1+k2:v2``; the site decoder needs a non-empty field, so no
+        files gives ``cmdlineplaceholder:cmdlineplaceholder``, a key the
+        direct-IO field then skips.
+    """
+    if not files:
+        return f"{NO_DIRECT_IO}:{NO_DIRECT_IO}"
+    return "+".join(f"{key}:{name}" for key, name in files.items())
+
+
+def compose_runner_command(
+    runner_command: str, encoded: str, distribution: str, files: str, direct_io: str
+) -> str:
+    """Put a job's encoded command into ``runnerCommand``.
+
+    Parameters
+    ----------
+    runner_command : `str`
+        The runner command, containing ``_cmd_line_``.
+    encoded : `str`
+        Hex of the job command line.
+    distribution : `str`
+        Distribution endpoint URI.
+    files : `str`
+        The files field (`files_field`).
+    direct_io : `str`
+        ``+``-joined files keys read in place, or ``cmdlineplaceholder``.
+
+    Returns
+    -------
+    command : `str`
+        The runner command with the five decoder arguments in place.
+    """
+    arguments = f"{encoded} {IN_PLACEHOLDER} {distribution}  {files} {direct_io or NO_DIRECT_IO}"
+    return runner_command.replace(CMD_LINE_TOKEN, arguments)
+
+
+@dataclass(frozen=True, slots=True)
+class ResolvedCommand:
+    """A job command line after every submit-side substitution.
+
+    Parameters
+    ----------
+    text : `str`
+        The command line (lazy placeholders kept).
+    lazy : `tuple` [`str`, ...]
+        ``placeholderParams`` names it still contains.
+    worker_files : `tuple` [`str`, ...]
+        ``<FILE:key>`` keys left for the worker.
+    """
+
+    text: str
+    lazy: tuple[str, ...]
+    worker_files: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class FileRef:
+    """What the command line needs to know about a job file.
+
+    Parameters
+    ----------
+    submit_value : `str` or `None`
+        Replacement at submit (URI or name), or `None` to leave
+        ``<FILE:key>`` for the worker.
+    """
+
+    submit_value: str | None
+
+
+@dataclass(slots=True)
+class CommandTemplate:
+    """The command line shared by jobs with the same executable, arguments
+    and environment, ready to be filled with each job's ``cmdvals``.
+
+    Parameters
+    ----------
+    executable : `str`
+        ``./<name>`` of a transferred executable, else its URI.
+    arguments : `str`
+        Arguments as ctrl_bps left them.
+    environment : `~collections.abc.Mapping` [`str`, `str`]
+        Variables to export.
+    placeholder_params : `tuple` [`str`, ...]
+        Names left for the worker.
+    """
+
+    executable: str
+    arguments: str
+    environment: Mapping[str, str]
+    placeholder_params: tuple[str, ...]
+    variables: tuple[str, ...] = field(init=False)
+    _cache: dict[tuple[Any, ...], ResolvedCommand] = field(init=False, default_factory=dict)
+
+    def __post_init__(self) -> None:
+        lazy = set(self.placeholder_params)
+        texts = [self.executable, self.arguments, *self.environment.values()]
+        found = dict.fromkeys(name for text in texts for name in _VARIABLE.findall(text))
+        self.variables = tuple(name for name in found if name not in lazy)
+
+    def values(self, cmdvals: Mapping[str, Any]) -> tuple[Any, ...]:
+        """Return the values this template needs from a job's ``cmdvals``.
+
+        Parameters
+        ----------
+        cmdvals : `~collections.abc.Mapping` [`str`, `~typing.Any`]
+            The job's command values.
+
+        Returns
+        -------
+        values : `tuple`
+            Values of `variables`, in order.
+
+        Raises
+        ------
+        KeyError
+            Raised with the name if a variable has no value.
+        """
+        return tuple(cmdvals[name] for name in self.variables)
+
+    def cached(self, values: tuple[Any, ...], files_key: Any) -> ResolvedCommand | None:
+        """Return the command already resolved for these values, if any.
+
+        Parameters
+        ----------
+        values : `tuple`
+            Values of `variables` (from `values`).
+        files_key : `~typing.Any`
+            Identity of the job's files (`ResolveContext.files_key`).
+
+        Returns
+        -------
+        command : `ResolvedCommand` or `None`
+            The cached command.
+        """
+        return self._cache.get((values, files_key))
+
+    def resolve(self, values: tuple[Any, ...], context: ResolveContext) -> ResolvedCommand:
+        """Return the command line for the given variable values.
+
+        Results are cached: jobs sharing the values share the command.
+
+        Parameters
+        ----------
+        values : `tuple`
+            Values of `variables` (from `values`).
+        context : `ResolveContext`
+            Submit-side environment and the job's files.
+
+        Returns
+        -------
+        command : `ResolvedCommand`
+            The command line.
+
+        Raises
+        ------
+        CommandLineError
+            Raised if a file or ``<WMS:>`` placeholder is unknown.
+        """
+        key = (values, context.files_key)
+        cached = self._cache.get(key)
+        if cached is None:
+            cached = self._cache[key] = self._resolve(dict(zip(self.variables, values, strict=True)), context)
+        return cached
+
+    def _resolve(self, values: dict[str, Any], context: ResolveContext) -> ResolvedCommand:
+        """Build the command line (uncached `resolve`)."""
+
+        def fill(text: str) -> str:
+            return _VARIABLE.sub(lambda m: str(values[m[1]]) if m[1] in values else m[0], text)
+
+        environment = {key: fill(str(value)) for key, value in self.environment.items()}
+        text = export_prefix(environment) + fill(self.executable)
+        if self.arguments:
+            text += " " + fill(self.arguments)
+        text = _WMS.sub(lambda m: _wms(context.job, m[1]), text)
+        text = _ENV.sub(lambda m: context.submit_env.get(m[1], m[0]), text)
+        worker_files: dict[str, None] = {}
+        text = _FILE.sub(lambda m: _file(context, m[1], m[0], worker_files), text)
+        present = set(_VARIABLE.findall(text))
+        lazy = tuple(name for name in self.placeholder_params if name in present)
+        return ResolvedCommand(text, lazy, tuple(worker_files))
+
+
+@dataclass(frozen=True, slots=True)
+class ResolveContext:
+    """Submit-side facts a command line is resolved with.
+
+    Parameters
+    ----------
+    job : `str`
+        Job name, for errors.
+    submit_env : `~collections.abc.Mapping` [`str`, `str`]
+        ``<ENV:NAME>`` values resolved at submit.
+    files : `~collections.abc.Mapping` [`str`, `FileRef`]
+        The job's input and output files by key.
+    files_key : `~typing.Any`
+        Hashable identity of ``files`` (for the cache).
+    """
+
+    job: str
+    submit_env: Mapping[str, str]
+    files: Mapping[str, FileRef]
+    files_key: Any
+
+
+def _wms(job: str, name: str) -> str:
+    """Return the replacement of a ``<WMS:name>`` placeholder.
+
+    Parameters
+    ----------
+    job : `str`
+        Job name, for the error.
+    name : `str`
+        Placeholder name.
+
+    Returns
+    -------
+    value : `str`
+        `ATTEMPT_PLACEHOLDER` for ``attemptNum``.
+
+    Raises
+    ------
+    CommandLineError
+        Raised for any other name.
+    """
+    if name == "attemptNum":
+        return ATTEMPT_PLACEHOLDER
+    raise CommandLineError(job, f"unknown placeholder <WMS:{name}> (PanDA provides only attemptNum)")
+
+
+def _file(context: ResolveContext, key: str, original: str, worker_files: dict[str, None]) -> str:
+    """Return the replacement of a ``<FILE:key>`` placeholder.
+
+    Parameters
+    ----------
+    context : `ResolveContext`
+        The job's files.
+    key : `str`
+        File key.
+    original : `str`
+        The placeholder text.
+    worker_files : `dict` [`str`, `None`]
+        Keys left for the worker, updated in place.
+
+    Returns
+    -------
+    value : `str`
+        The submit-side value, or the placeholder itself.
+
+    Raises
+    ------
+    CommandLineError
+        Raised if the job has no such file.
+    """
+    ref = context.files.get(key)
+    if ref is None:
+        raise CommandLineError(context.job, f"<FILE:{key}> names no input or output file of the job")
+    if ref.submit_value is not None:
+        return ref.submit_value
+    worker_files[key] = None
+    return original
+
+
+def lazy_params(
+    job: str, command: ResolvedCommand, placeholder_params: tuple[str, ...], cmdvals: Mapping[str, Any]
+) -> list[tuple[str, str]]:
+    """Return the placeholder values a job's pseudo input name carries.
+
+    Parameters
+    ----------
+    job : `str`
+        Job name, for errors.
+    command : `ResolvedCommand`
+        The job's command.
+    placeholder_params : `tuple` [`str`, ...]
+        ``placeholderParams``, in order.
+    cmdvals : `~collections.abc.Mapping` [`str`, `~typing.Any`]
+        The job's command values.
+
+    Returns
+    -------
+    params : `list` [`tuple` [`str`, `str`]]
+        Name and value per placeholder param; empty for params the command
+        does not use.
+
+    Raises
+    ------
+    CommandLineError
+        Raised if a used param has no value or a value the decoder cannot
+        carry.
+    """
+    params = []
+    for name in placeholder_params:
+        value = ""
+        if name in command.lazy:
+            if name not in cmdvals:
+                raise CommandLineError(job, f"{{{name}}} is in the command line but has no value")
+            value = check_value(job, f"value of {name}", str(cmdvals[name]))
+        params.append((name, value))
+    return params

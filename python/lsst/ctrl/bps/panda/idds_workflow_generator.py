@@ -1,0 +1,803 @@
+# This file is part of ctrl_bps_panda.
+#
+# Licensed under the BSD 3-Clause License; see the LICENSE file at the top of
+# this distribution.
+"""Translate a `~lsst.ctrl.bps.GenericWorkflow` into an iDDS workflow.
+
+One `~idds.doma.workflowv2.domapandawork.DomaPanDAWork` (a PanDA task) per
+label and *task key* (command line, files and categorical attributes shared
+by its jobs), split into evenly sized chunks of at most ``maxJobsPerTask``
+jobs. Every payload job is one entry of its work's dependency map; every
+edge between payload jobs is one dependency of the child's entry. The final
+job(s) form their own work(s), started by an ``AndCondition`` once every
+sink work has terminated.
+
+The generator is pure: it reads only its `ServiceSettings` and the
+workflow, writes nothing and touches no network. It works in three linear
+passes (describe every job, cut the tasks, build each dependency map once
+and assign it once), so its cost grows linearly with the number of jobs and
+edges.
+"""
+
+from __future__ import annotations
+
+__all__ = ["GeneratedWorkflow", "IDDSWorkflowGenerator"]
+
+import dataclasses
+import logging
+import math
+import os
+import urllib.parse
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from idds.doma.workflowv2.domapandawork import DomaPanDAWork
+from idds.workflowv2.workflow import AndCondition, Workflow
+
+from lsst.ctrl.bps import GenericWorkflow, GenericWorkflowJob
+
+from .command_line import (
+    ORDER_ID_MAP_TOKEN,
+    CommandLineError,
+    CommandTemplate,
+    FileRef,
+    ResolveContext,
+    ResolvedCommand,
+    check_name,
+    compose_runner_command,
+    encode_hex,
+    files_field,
+    lazy_params,
+    pseudo_input_name,
+)
+from .constants import FINAL_PSEUDO_INPUT, NO_DIRECT_IO
+from .exceptions import WorkflowTranslationError
+from .submit_record import TaskRecord
+from .task_settings import ServiceSettings, TaskSettings
+from .workflow_graph import FlatWorkflow, flatten
+
+_LOG = logging.getLogger(__name__)
+
+ORDER_ID_MAP_KEY = "orderIdMapFilename"
+"""Files key of the order-id (job-name) map."""
+
+QNODE_MAP_KEY = "qnodemap"
+"""Files key of the qnode map."""
+
+QNODE_MAP_FILENAME = "qnode_map.json"
+"""Name the site decoder reads the qnode map from."""
+
+TASK_LOG = {
+    "destination": "local",
+    "value": "log.tgz",
+    "dataset": "PandaJob_#{pandaid}/",
+    "token": "local",
+    "param_type": "log",
+    "type": "template",
+}
+"""The ``task_log`` of every work (PanDA keeps job logs locally)."""
+
+
+@dataclasses.dataclass(slots=True)
+class GeneratedWorkflow:
+    """The result of `IDDSWorkflowGenerator.build`.
+
+    Parameters
+    ----------
+    idds_workflow : `idds.workflowv2.workflow.Workflow`
+        The iDDS workflow to submit.
+    files_to_stage : `dict` [`str`, `str`]
+        Target relative to the distribution endpoint (directories end in
+        ``/``) to local source, for every file a job reads.
+    tasks : `dict` [`str`, `TaskRecord`]
+        Task name to label and job count, in work order.
+    order_id_map : `dict` or `None`
+        ``{label: {"<order id>": pseudo name}}`` to write to
+        ``orderIdMapFilename`` when the job-name map is on.
+    qnode_map : `dict` or `None`
+        ``{"PH:<job>": pseudo name}`` to write to ``qnode_map.json`` when
+        the qnode map is on.
+    """
+
+    idds_workflow: Workflow
+    files_to_stage: dict[str, str]
+    tasks: dict[str, TaskRecord]
+    order_id_map: dict[str, dict[str, str]] | None = None
+    qnode_map: dict[str, str] | None = None
+
+
+@dataclasses.dataclass(slots=True)
+class _JobFiles:
+    """Files of jobs sharing the same inputs, outputs and executable."""
+
+    key: tuple[Any, ...]
+    refs: dict[str, FileRef]
+    files: dict[str, str]
+    direct_io: str
+    stage: dict[str, str]
+
+
+@dataclasses.dataclass(slots=True)
+class _Group:
+    """Jobs of one label sharing a task key (one or more chunks)."""
+
+    label: str
+    command: ResolvedCommand
+    files: _JobFiles
+    names: list[str] = dataclasses.field(default_factory=list)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Chunk:
+    """One task: a slice of a group."""
+
+    task_name: str
+    count: int
+    group: _Group
+    names: list[str]
+    order_id: int
+
+
+def _is_dir(uri: str) -> bool:
+    """Return whether a local source is a directory (URIs ending in ``/``).
+
+    Parameters
+    ----------
+    uri : `str`
+        Path or URI.
+
+    Returns
+    -------
+    is_dir : `bool`
+        Whether it names a directory.
+    """
+    if uri.endswith("/"):
+        return True
+    parsed = urllib.parse.urlparse(uri)
+    if parsed.scheme in ("", "file"):
+        return os.path.isdir(urllib.parse.unquote(parsed.path) if parsed.scheme else uri)
+    return False
+
+
+def _number(job: GenericWorkflowJob, attr: str, value: Any, fallback: int) -> int:
+    """Return a job attribute as a positive int, or the fallback if unset.
+
+    Parameters
+    ----------
+    job : `lsst.ctrl.bps.GenericWorkflowJob`
+        The job (for the error).
+    attr : `str`
+        Attribute name (for the error).
+    value : `~typing.Any`
+        The value.
+    fallback : `int`
+        Used when the value is unset.
+
+    Returns
+    -------
+    number : `int`
+        The value rounded up.
+
+    Raises
+    ------
+    WorkflowTranslationError
+        Raised if the value is not a number.
+    """
+    if value is None or value == "":
+        return fallback
+    try:
+        return math.ceil(float(value))
+    except (TypeError, ValueError) as exc:
+        raise WorkflowTranslationError(f"Job {job.name!r}: {attr} {value!r} is not a number") from exc
+
+
+class IDDSWorkflowGenerator:
+    """Build the iDDS workflow of a generic workflow.
+
+    Parameters
+    ----------
+    settings : `ServiceSettings`
+        Plugin settings (labels of the workflow read).
+    generic_workflow : `lsst.ctrl.bps.GenericWorkflow`
+        The workflow to translate.
+    """
+
+    def __init__(self, settings: ServiceSettings, generic_workflow: GenericWorkflow) -> None:
+        self.settings = settings
+        self.generic_workflow = generic_workflow
+        self._templates: dict[tuple[Any, ...], CommandTemplate] = {}
+        self._files: dict[tuple[Any, ...], _JobFiles] = {}
+        self._where: dict[str, dict[str, str]] = {}
+        self._task_count = 0
+        self._pseudo: dict[str, str] = {}
+        self._stage: dict[str, str] = {}
+        self._tasks: dict[str, TaskRecord] = {}
+        self._order_map: dict[str, dict[str, str]] | None = {} if settings.enable_job_name_map else None
+        self._qnode_map: dict[str, str] | None = (
+            {} if settings.enable_qnode_map and not settings.enable_job_name_map else None
+        )
+        if settings.enable_qnode_map and settings.enable_job_name_map:
+            _LOG.warning("enableJobNameMap and enableQnodeMap are both set; using the job-name map only")
+        suffix = pseudo_input_name("", ((name, "") for name in settings.placeholder_params))
+        self._empty_suffix = suffix
+
+    def build(self) -> GeneratedWorkflow:
+        """Translate the workflow.
+
+        Returns
+        -------
+        generated : `GeneratedWorkflow`
+            The iDDS workflow and what submit needs with it.
+
+        Raises
+        ------
+        WorkflowTranslationError
+            Raised, naming the job, if a job cannot be expressed in the
+            site decoder's format or exceeds the iDDS name length.
+        """
+        workflow = Workflow(name=self.generic_workflow.name)
+        flat = flatten(self.generic_workflow)
+        works = self._add_works(workflow, flat, final=False)
+        final_flat = self._final_flat()
+        if final_flat is not None and len(final_flat):
+            final_works = self._add_works(workflow, final_flat, final=True)
+            self._gate(workflow, works, final_works)
+        self._add_map_files()
+        _LOG.info(
+            "Translated %d job(s) into %d PanDA task(s)",
+            sum(task.jobs for task in self._tasks.values()),
+            len(self._tasks),
+        )
+        return GeneratedWorkflow(workflow, self._stage, self._tasks, self._order_map, self._qnode_map)
+
+    def _final_flat(self) -> FlatWorkflow | None:
+        """Return the final job(s) as a flat workflow, or `None`.
+
+        Returns
+        -------
+        flat : `FlatWorkflow` or `None`
+            The final job, or the jobs of a final workflow.
+        """
+        final = self.generic_workflow.get_final()
+        if final is None:
+            return None
+        if isinstance(final, GenericWorkflow):
+            return flatten(final)
+        flat = FlatWorkflow(self.generic_workflow)
+        flat.jobs[final.name] = final
+        flat.virtual.add("\x00final")  # not simple: the final job is no graph node
+        flat.preds[final.name] = []
+        return flat
+
+    def _add_works(self, workflow: Workflow, flat: FlatWorkflow, final: bool) -> list[DomaPanDAWork]:
+        """Describe, cut and add the works of a flat workflow.
+
+        Parameters
+        ----------
+        workflow : `idds.workflowv2.workflow.Workflow`
+            Updated in place.
+        flat : `FlatWorkflow`
+            The jobs.
+        final : `bool`
+            Whether these are the final job(s).
+
+        Returns
+        -------
+        works : `list` [`DomaPanDAWork`]
+            The works added, in order.
+        """
+        groups = self._describe(flat, final and len(flat) == 1)
+        chunks = self._cut(groups)
+        works = []
+        for chunk in chunks:
+            work = self._make_work(chunk, flat)
+            workflow.add_work(work)
+            works.append(work)
+        return works
+
+    def _gate(self, workflow: Workflow, works: list[DomaPanDAWork], final_works: list[DomaPanDAWork]) -> None:
+        """Start the final works once every sink work has terminated.
+
+        Parameters
+        ----------
+        workflow : `idds.workflowv2.workflow.Workflow`
+            Updated in place.
+        works : `list` [`DomaPanDAWork`]
+            The main works.
+        final_works : `list` [`DomaPanDAWork`]
+            The final job works.
+        """
+        parents = {name for work in works for name in work.dependency_tasks or ()}
+        sinks = [work for work in works if work.task_name not in parents]
+        if sinks:
+            condition = AndCondition(conditions=[w.is_terminated for w in sinks], true_works=final_works)
+            workflow.add_condition(condition)
+
+    # ------------------------------------------------------------ pass 1
+
+    def _describe(self, flat: FlatWorkflow, fixed_base: bool) -> dict[str, dict[tuple[Any, ...], _Group]]:
+        """Group the jobs of every label by task key; name every job.
+
+        Parameters
+        ----------
+        flat : `FlatWorkflow`
+            The jobs.
+        fixed_base : `bool`
+            Whether the job's pseudo name starts with the fixed final-job
+            base instead of its name.
+
+        Returns
+        -------
+        groups : `dict` [`str`, `dict` [`tuple`, `_Group`]]
+            Label to task key to group, in first-seen order.
+
+        Raises
+        ------
+        WorkflowTranslationError
+            Raised naming the job if it cannot be translated.
+        """
+        labels: dict[str, dict[tuple[Any, ...], _Group]] = {}
+        pseudo = self._pseudo
+        for name, job in flat.jobs.items():
+            try:
+                key, command, files, pseudo[name] = self._job(name, job, flat.graph_of(name), fixed_base)
+                by_key = labels.get(job.label)
+                if by_key is None:
+                    by_key = labels[job.label] = {}
+                    check_name(name, "label", job.label)
+            except CommandLineError as exc:
+                raise WorkflowTranslationError(str(exc)) from exc
+            found = by_key.get(key)
+            if found is None:
+                found = by_key[key] = _Group(job.label, command, files)
+            found.names.append(name)
+        return labels
+
+    def _job(
+        self, name: str, job: GenericWorkflowJob, graph: GenericWorkflow, fixed_base: bool
+    ) -> tuple[tuple[Any, ...], ResolvedCommand, _JobFiles, str]:
+        """Describe one job.
+
+        Parameters
+        ----------
+        name : `str`
+            Job name.
+        job : `lsst.ctrl.bps.GenericWorkflowJob`
+            The job.
+        graph : `lsst.ctrl.bps.GenericWorkflow`
+            Workflow holding its files.
+        fixed_base : `bool`
+            Use the final job's fixed pseudo-name base.
+
+        Returns
+        -------
+        key : `tuple`
+            Its task key.
+        command : `ResolvedCommand`
+            Its command line.
+        files : `_JobFiles`
+            Its files.
+        pseudo : `str`
+            Its pseudo input name.
+        """
+        check_name(name, "job name", name)
+        files = self._job_files(name, job, graph)
+        template = self._template(name, job)
+        try:
+            values = template.values(job.cmdvals)
+        except KeyError as exc:
+            raise CommandLineError(name, f"{{{exc.args[0]}}} has no value in the job's cmdvals") from exc
+        command = template.cached(values, files.key)
+        if command is None:
+            context = ResolveContext(name, self.settings.submit_env, files.refs, files.key)
+            command = template.resolve(values, context)
+        base = FINAL_PSEUDO_INPUT if fixed_base else name
+        if command.lazy:
+            params = lazy_params(name, command, self.settings.placeholder_params, job.cmdvals)
+            pseudo = pseudo_input_name(base, params)
+        else:
+            pseudo = base + self._empty_suffix
+        key = (
+            command.text,
+            files.key,
+            job.compute_site,
+            job.compute_cloud,
+            job.queue,
+            job.priority,
+            job.number_of_retries,
+            job.accounting_group,
+            job.memory_multiplier,
+        )
+        return key, command, files, pseudo
+
+    def _template(self, name: str, job: GenericWorkflowJob) -> CommandTemplate:
+        """Return the (cached) command template of a job.
+
+        Parameters
+        ----------
+        name : `str`
+            Job name (for errors).
+        job : `lsst.ctrl.bps.GenericWorkflowJob`
+            The job.
+
+        Returns
+        -------
+        template : `CommandTemplate`
+            Its template.
+        """
+        exe = job.executable
+        key = (id(exe), job.arguments, id(job.environment))
+        template = self._templates.get(key)
+        if template is None:
+            if exe is None or not exe.src_uri:
+                raise CommandLineError(name, "has no executable")
+            executable = f"./{os.path.basename(exe.src_uri)}" if exe.transfer_executable else exe.src_uri
+            environment = {str(k): str(v) for k, v in (job.environment or {}).items()}
+            template = CommandTemplate(
+                executable, job.arguments or "", environment, self.settings.placeholder_params
+            )
+            self._templates[key] = template
+        return template
+
+    def _job_files(self, name: str, job: GenericWorkflowJob, graph: GenericWorkflow) -> _JobFiles:
+        """Return the (cached) file description of a job.
+
+        Parameters
+        ----------
+        name : `str`
+            Job name.
+        job : `lsst.ctrl.bps.GenericWorkflowJob`
+            The job.
+        graph : `lsst.ctrl.bps.GenericWorkflow`
+            Workflow holding its files.
+
+        Returns
+        -------
+        files : `_JobFiles`
+            Its files.
+        """
+        inputs = graph.get_job_inputs(name, data=True)
+        outputs = graph.get_job_outputs(name, data=True)
+        exe = job.executable
+        key = (id(exe), *[f.name for f in inputs], None, *[f.name for f in outputs])
+        found = self._files.get(key)
+        if found is None:
+            found = self._files[key] = self._new_job_files(name, key, job, (inputs, outputs))
+        return found
+
+    def _new_job_files(
+        self, name: str, key: tuple, job: GenericWorkflowJob, io: tuple[list, list]
+    ) -> _JobFiles:
+        """Describe the files of a job (uncached `_job_files`).
+
+        Parameters
+        ----------
+        name : `str`
+            Job name (for errors).
+        key : `tuple`
+            Cache key.
+        job : `lsst.ctrl.bps.GenericWorkflowJob`
+            The job.
+        io : `tuple` [`list`, `list`]
+            Its input and output `~lsst.ctrl.bps.GenericWorkflowFile`.
+
+        Returns
+        -------
+        files : `_JobFiles`
+            Its files.
+        """
+        refs: dict[str, FileRef] = {}
+        files: dict[str, str] = {}
+        stage: dict[str, str] = {}
+        direct: list[str] = []
+        exe = job.executable
+        if exe is not None and exe.transfer_executable and exe.src_uri:
+            files["job_executable"] = self._stage_file(name, exe.src_uri, stage)
+        for gwfile in io[0]:
+            if not gwfile.wms_transfer:
+                refs[gwfile.name] = FileRef(gwfile.src_uri)
+                continue
+            refs[gwfile.name] = FileRef(None)
+            files[check_name(name, "file key", gwfile.name)] = self._stage_file(name, gwfile.src_uri, stage)
+            if gwfile.job_access_remote:
+                direct.append(gwfile.name)
+        for gwfile in io[1]:
+            value = os.path.basename(gwfile.src_uri.rstrip("/")) if gwfile.wms_transfer else gwfile.src_uri
+            refs.setdefault(gwfile.name, FileRef(value))
+        return _JobFiles(key, refs, files, "+".join(direct) or NO_DIRECT_IO, stage)
+
+    def _stage_file(self, name: str, source: str, stage: dict[str, str]) -> str:
+        """Register a file to copy to the distribution endpoint.
+
+        Parameters
+        ----------
+        name : `str`
+            Job name (for errors).
+        source : `str`
+            Local path or URI.
+        stage : `dict` [`str`, `str`]
+            The job's files to stage, updated in place.
+
+        Returns
+        -------
+        target : `str`
+            Its name relative to the endpoint (``/``-terminated for a
+            directory).
+
+        Raises
+        ------
+        WorkflowTranslationError
+            Raised if another file has the same name at the endpoint.
+        """
+        target = os.path.basename(source.rstrip("/"))
+        check_name(name, "file name", target)
+        if _is_dir(source):
+            target += "/"
+        known = self._stage.setdefault(target, source)
+        if known != source:
+            raise WorkflowTranslationError(
+                f"Job {name!r}: {source} and {known} would both be staged as {target}"
+            )
+        stage[target] = source
+        return target
+
+    # ------------------------------------------------------------ pass 2
+
+    def _cut(self, labels: Mapping[str, Mapping[tuple, _Group]]) -> list[_Chunk]:
+        """Cut every group into even chunks and name each job in its task.
+
+        Parameters
+        ----------
+        labels : `~collections.abc.Mapping`
+            Label to task key to group (from `_describe`).
+
+        Returns
+        -------
+        chunks : `list` [`_Chunk`]
+            The tasks, in order.
+        """
+        chunks = []
+        limit = self.settings.max_jobs_per_task
+        for label in self._label_order(labels):
+            order_id = 0
+            chunk_count = 0
+            for group in labels[label].values():
+                count = math.ceil(len(group.names) / limit)
+                size = math.ceil(len(group.names) / count)
+                for start in range(0, len(group.names), size):
+                    self._task_count += 1
+                    chunk_count += 1
+                    task_name = (
+                        f"{self.generic_workflow.name}_{self._task_count:02d}_{label}_{chunk_count:02d}"
+                    )
+                    names = group.names[start : start + size]
+                    self._name_jobs(task_name, label, names, order_id)
+                    self._tasks[task_name] = TaskRecord(label, len(names))
+                    chunks.append(_Chunk(task_name, self._task_count, group, names, order_id))
+                    order_id += len(names)
+        return chunks
+
+    def _label_order(self, labels: Iterable[str]) -> list[str]:
+        """Return the labels in dependency order where known.
+
+        Parameters
+        ----------
+        labels : `~collections.abc.Iterable` [`str`]
+            Labels in first-seen order.
+
+        Returns
+        -------
+        ordered : `list` [`str`]
+            The same labels, those of the workflow's label graph first in
+            its topological order.
+        """
+        seen = list(labels)
+        try:
+            ordered = [label for label in self.generic_workflow.labels if label in seen]
+        except Exception:  # a cyclic label graph (job ordering): keep first-seen order
+            ordered = []
+        return ordered + [label for label in seen if label not in ordered]
+
+    def _name_jobs(self, task_name: str, label: str, names: list[str], order_id: int) -> None:
+        """Give every job of a chunk its dependency-map name.
+
+        Parameters
+        ----------
+        task_name : `str`
+            The chunk's task.
+        label : `str`
+            Its label.
+        names : `list` [`str`]
+            Its job names.
+        order_id : `int`
+            Order id of the first job.
+
+        Raises
+        ------
+        WorkflowTranslationError
+            Raised naming the job if its name is longer than iDDS allows.
+        """
+        pseudo, where = self._pseudo, self._where
+        limit = self.settings.max_name_length
+        order_map = None if self._order_map is None else self._order_map.setdefault(label, {})
+        qnode_map = self._qnode_map
+        for index, name in enumerate(names, order_id):
+            map_name = pseudo[name]
+            if order_map is not None:
+                order_map[str(index)] = map_name
+                map_name = f"{label}:orderIdMap_{index}"
+            elif qnode_map is not None:
+                qnode_map[f"PH:{name}"] = map_name
+                map_name = f"PH:{name}"
+            if len(map_name) > limit:
+                raise WorkflowTranslationError(
+                    f"Job {name!r}: pseudo input name of {len(map_name)} characters exceeds the iDDS "
+                    f"limit of {limit} (IDDS_MAX_NAME_LENGTH); set enableJobNameMap or enableQnodeMap"
+                )
+            where[name] = {"task": task_name, "inputname": map_name}
+
+    # ------------------------------------------------------------ pass 3
+
+    def _make_work(self, chunk: _Chunk, flat: FlatWorkflow) -> DomaPanDAWork:
+        """Create the work of one chunk with its dependency map.
+
+        The map is built as a plain list and assigned once: the iDDS
+        setter validates it (unique names, unique dependencies, name
+        length) in one pass.
+
+        Parameters
+        ----------
+        chunk : `_Chunk`
+            The task.
+        flat : `FlatWorkflow`
+            The jobs and their parents.
+
+        Returns
+        -------
+        work : `DomaPanDAWork`
+            The work.
+        """
+        where = self._where
+        entries = []
+        dependency_tasks: dict[str, None] = {}
+        for index, name in enumerate(chunk.names, chunk.order_id):
+            parents = flat.parents(name)
+            deps = [where[p] for p in parents]
+            entries.append({"name": where[name]["inputname"], "order_id": index, "dependencies": deps})
+            for dep in deps:
+                dependency_tasks[dep["task"]] = None
+        dependency_tasks.pop(chunk.task_name, None)
+        work = self._new_work(chunk, self._task_settings(chunk.group, chunk.names, flat))
+        work.dependency_tasks = list(dependency_tasks)
+        work.dependency_map = entries
+        return work
+
+    def _task_settings(self, group: _Group, names: list[str], flat: FlatWorkflow) -> TaskSettings:
+        """Map the attributes of a chunk's jobs to PanDA task fields.
+
+        Categorical attributes are equal within a group (task key);
+        resources are the maximum over the chunk.
+
+        Parameters
+        ----------
+        group : `_Group`
+            The chunk's group.
+        names : `list` [`str`]
+            Its job names.
+        flat : `FlatWorkflow`
+            The jobs.
+
+        Returns
+        -------
+        settings : `TaskSettings`
+            The task's fields.
+        """
+        settings = self.settings
+        jobs = [flat.jobs[name] for name in names]
+        first = jobs[0]
+        rss = max(_number(j, "requestMemory", j.request_memory, settings.request_memory) for j in jobs)
+        rss_max = max(
+            _number(j, "requestMemoryMax", j.request_memory_max, settings.request_memory_max) for j in jobs
+        )
+        cores = max(_number(j, "requestCpus", j.request_cpus, settings.request_cpus) for j in jobs)
+        minutes = [_number(j, "requestWalltime", j.request_walltime, 0) for j in jobs]
+        walltime = max(minutes) * 60 if any(minutes) else settings.max_walltime_seconds
+        multiplier = first.memory_multiplier
+        step = math.ceil(rss * float(multiplier)) if multiplier else 0
+        return TaskSettings(
+            site=first.compute_site or settings.compute_site,
+            cloud=first.compute_cloud or settings.compute_cloud,
+            queue=first.queue or None,
+            priority=_number(first, "priority", first.priority, settings.priority),
+            rss=rss,
+            rss_retry_step=step,
+            rss_retry_offset=0 if step else rss,
+            rss_max=max(rss_max, rss),
+            cores=cores,
+            walltime=walltime,
+            attempts=_number(first, "numberOfRetries", first.number_of_retries, settings.number_of_retries),
+            working_group=first.accounting_group or None,
+            label=settings.label(group.label),
+        )
+
+    def _new_work(self, chunk: _Chunk, task: TaskSettings) -> DomaPanDAWork:
+        """Create an empty work for a task.
+
+        Parameters
+        ----------
+        chunk : `_Chunk`
+            The task.
+        task : `TaskSettings`
+            The task's PanDA fields.
+
+        Returns
+        -------
+        work : `DomaPanDAWork`
+            The work, without dependency map.
+        """
+        count = chunk.count
+        return DomaPanDAWork(
+            executable=self._runner_command(chunk.group),
+            primary_input_collection={"scope": "pseudo_dataset", "name": f"pseudo_input_collection#{count}"},
+            output_collections=[{"scope": "pseudo_dataset", "name": f"pseudo_output_collection#{count}"}],
+            log_collections=[],
+            dependency_map=[],
+            task_name=chunk.task_name,
+            task_queue=task.queue,
+            task_log=dict(TASK_LOG),
+            encode_command_line=True,
+            task_rss=task.rss,
+            task_rss_retry_offset=task.rss_retry_offset,
+            task_rss_retry_step=task.rss_retry_step,
+            task_rss_max=task.rss_max,
+            task_cloud=task.cloud,
+            task_site=task.site,
+            task_priority=task.priority,
+            core_count=task.cores,
+            working_group=task.working_group,
+            processing_type=task.label.processing_type,
+            task_type=task.label.task_type,
+            prodSourceLabel=task.label.prod_source_label,
+            vo=task.label.vo,
+            maxattempt=task.attempts,
+            maxwalltime=task.walltime,
+            max_name_length=self.settings.max_name_length,
+            enable_job_name_map=self._order_map is not None,
+        )
+
+    def _runner_command(self, group: _Group) -> str:
+        """Return the pilot command of a task.
+
+        Parameters
+        ----------
+        group : `_Group`
+            The task's group.
+
+        Returns
+        -------
+        command : `str`
+            ``runnerCommand`` with the five decoder arguments.
+        """
+        settings = self.settings
+        dist = settings.file_distribution_endpoint
+        files = dict(group.files.files)
+        runner = settings.runner_command
+        if self._order_map is not None:
+            files[ORDER_ID_MAP_KEY] = settings.order_id_map_filename
+            runner = runner.replace(ORDER_ID_MAP_TOKEN, dist + settings.order_id_map_filename)
+        elif self._qnode_map is not None:
+            files[QNODE_MAP_KEY] = QNODE_MAP_FILENAME
+        missing = [key for key in group.command.worker_files if key not in files]
+        if missing:
+            raise WorkflowTranslationError(f"Label {group.label!r}: <FILE:{missing[0]}> is not staged")
+        encoded = encode_hex(group.command.text)
+        return compose_runner_command(runner, encoded, dist, files_field(files), group.files.direct_io)
+
+    def _add_map_files(self) -> None:
+        """Add the enabled map files to the files to stage."""
+        path = self.settings.submit_path
+        if self._order_map is not None:
+            name = self.settings.order_id_map_filename
+            self._stage[name] = os.path.join(path, name)
+        if self._qnode_map is not None:
+            self._stage[QNODE_MAP_FILENAME] = os.path.join(path, QNODE_MAP_FILENAME)

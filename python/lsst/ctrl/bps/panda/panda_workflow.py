@@ -1,0 +1,173 @@
+# This file is part of ctrl_bps_panda.
+#
+# Licensed under the BSD 3-Clause License; see the LICENSE file at the top of
+# this distribution.
+"""`PandaBpsWmsWorkflow`: a prepared PanDA run, ready to submit."""
+
+from __future__ import annotations
+
+__all__ = ["PandaBpsWmsWorkflow"]
+
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+from idds.common.utils import json_dumps
+
+from lsst.ctrl.bps import BaseWmsWorkflow, GenericWorkflow, GenericWorkflowNodeType
+
+from .constants import WORKFLOW_JSON_FILENAME
+from .idds_workflow_generator import QNODE_MAP_FILENAME, GeneratedWorkflow, IDDSWorkflowGenerator
+from .submit_record import SubmitRecord
+from .task_settings import ServiceSettings
+
+_LOG = logging.getLogger(__name__)
+
+REQUEST_CACHE_DIRNAME = "idds_request_cache"
+"""Submit sub-directory where iDDS keeps the parts of a split request."""
+
+_RUN_ATTRS = {
+    "operator": "bps_operator",
+    "project": "bps_project",
+    "campaign": "bps_campaign",
+    "payload": "bps_payload",
+}
+
+
+def workflow_labels(generic_workflow: GenericWorkflow) -> list[str]:
+    """Return every job label of a workflow, groups and final job included.
+
+    Parameters
+    ----------
+    generic_workflow : `lsst.ctrl.bps.GenericWorkflow`
+        The workflow.
+
+    Returns
+    -------
+    labels : `list` [`str`]
+        Labels, each once.
+    """
+    labels: dict[str, None] = dict.fromkeys(generic_workflow.labels)
+    pending: list[GenericWorkflow] = [generic_workflow]
+    final = generic_workflow.get_final()
+    if isinstance(final, GenericWorkflow):
+        pending.append(final)
+    elif final is not None:
+        labels[final.label] = None
+    while pending:
+        graph = pending.pop()
+        for _, node in graph.nodes(data="job"):
+            kind = node.node_type
+            if kind is GenericWorkflowNodeType.GROUP:
+                pending.append(node)
+            elif kind is GenericWorkflowNodeType.PAYLOAD and node.label not in labels:
+                labels[node.label] = None
+    return list(labels)
+
+
+class PandaBpsWmsWorkflow(BaseWmsWorkflow):
+    """A BPS run translated into an iDDS workflow.
+
+    Parameters
+    ----------
+    name : `str`
+        Run name (the iDDS request name).
+    config : `lsst.ctrl.bps.BpsConfig`
+        The BPS configuration.
+    settings : `ServiceSettings`
+        The plugin settings read from it.
+    generated : `GeneratedWorkflow`
+        The translation.
+    submit_record : `SubmitRecord`
+        What later reports need to know.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        config: Any,
+        settings: ServiceSettings,
+        generated: GeneratedWorkflow,
+        submit_record: SubmitRecord,
+    ) -> None:
+        super().__init__(name, config)
+        self.settings = settings
+        self.idds_workflow = generated.idds_workflow
+        self.files_to_stage: dict[str, str] = generated.files_to_stage
+        self.distribution_endpoint = settings.file_distribution_endpoint
+        self.submit_record = submit_record
+        self.submit_path = submit_record.submit_path
+        self.request_cache = os.path.join(self.submit_path, REQUEST_CACHE_DIRNAME)
+        self.run_attrs: dict[str, str] = {}
+
+    @classmethod
+    def from_generic_workflow(
+        cls, config: Any, generic_workflow: GenericWorkflow, out_prefix: str | None, service_class: str
+    ) -> PandaBpsWmsWorkflow:
+        # Docstring inherited from BaseWmsWorkflow.from_generic_workflow.
+        settings = ServiceSettings.from_config(config, workflow_labels(generic_workflow))
+        submit_path = os.path.abspath(out_prefix) if out_prefix else settings.submit_path
+        generated = IDDSWorkflowGenerator(settings, generic_workflow).build()
+        _write_maps(generated, settings, submit_path)
+        run_attrs = dict(generic_workflow.run_attrs)
+        extra: dict[str, Any] = {key: run_attrs.get(attr) for key, attr in _RUN_ATTRS.items()}
+        extra.update(site=settings.compute_site, endpoint=settings.file_distribution_endpoint)
+        record = SubmitRecord(settings.run_name, submit_path, generated.tasks, extra=extra)
+        workflow = cls(generic_workflow.name, config, settings, generated, record)
+        workflow.service_class = service_class
+        workflow.run_attrs = run_attrs
+        os.makedirs(workflow.request_cache, exist_ok=True)
+        return workflow
+
+    def write(self, out_prefix: str) -> None:
+        # Docstring inherited from BaseWmsWorkflow.write.
+        directory = Path(out_prefix)
+        directory.mkdir(parents=True, exist_ok=True)
+        document = json_dumps(self.idds_workflow, indent=1)
+        (directory / WORKFLOW_JSON_FILENAME).write_text(document + "\n")
+        if Path(self.submit_record.submit_path) != directory.resolve():
+            _LOG.debug("Submit record kept in %s, not %s", self.submit_record.submit_path, directory)
+        self.submit_record.write()
+        _LOG.info("Wrote %s (%d bytes) into %s", WORKFLOW_JSON_FILENAME, len(document), directory)
+
+    def record_submission(self, request_id: int | str) -> None:
+        """Record the iDDS request id of the submitted run.
+
+        Parameters
+        ----------
+        request_id : `int` or `str`
+            The request id returned by iDDS.
+        """
+        self.run_id = str(request_id)
+        self.submit_record.run_id = int(request_id)
+        self.submit_record.write()
+        self.submit_record.register()
+
+
+def _write_maps(generated: GeneratedWorkflow, settings: ServiceSettings, submit_path: str) -> None:
+    """Write the enabled job-name / qnode maps into the submit directory.
+
+    Parameters
+    ----------
+    generated : `GeneratedWorkflow`
+        The translation, with its maps; their staging sources are pointed
+        at the files written.
+    settings : `ServiceSettings`
+        Plugin settings (map file name).
+    submit_path : `str`
+        The submit directory.
+    """
+    maps = {settings.order_id_map_filename: generated.order_id_map, QNODE_MAP_FILENAME: generated.qnode_map}
+    for name, content in maps.items():
+        if content is None:
+            continue
+        path = os.path.join(submit_path, name)
+        os.makedirs(submit_path, exist_ok=True)
+        with open(path, "w", encoding="utf-8") as stream:
+            json.dump(content, stream, indent=2 if name == QNODE_MAP_FILENAME else None)
+        generated.files_to_stage[name] = path
+        _LOG.info(
+            "Wrote %s (%d entries)", path, sum(len(v) if isinstance(v, dict) else 1 for v in content.values())
+        )

@@ -1,0 +1,501 @@
+# This file is part of ctrl_bps_panda.
+#
+# Licensed under the BSD 3-Clause License; see the LICENSE file at the top of
+# this distribution.
+"""Settings read once from the BPS configuration.
+
+`ServiceSettings.from_config` is the only place the plugin searches a
+`~lsst.ctrl.bps.BpsConfig` (and the environment) during ``prepare``: the
+translation itself works from the frozen settings and the attributes
+ctrl_bps already set on every `~lsst.ctrl.bps.GenericWorkflowJob`.
+
+Every default lives in ``etc/panda_defaults.yaml``, which BPS merges under
+the user's configuration; a key missing here means the defaults were not
+merged (``wmsServiceClass`` not set to this plugin) or were removed, and is
+reported as a `PanDAConfigError` naming the key.
+"""
+
+from __future__ import annotations
+
+__all__ = ["LabelSettings", "ServiceSettings", "TaskSettings", "normalise_endpoint"]
+
+import dataclasses
+import os
+import re
+from collections.abc import Iterable, Mapping
+from types import MappingProxyType
+from typing import Any
+
+from .constants import CMD_LINE_TOKEN, IDDS_MAX_NAME_LENGTH_DEFAULT
+from .exceptions import PanDAConfigError
+
+_SCHEME = re.compile(r"^[a-zA-Z][a-zA-Z\d+\-.]*://")
+_TEMP_SPACE = "LSST_RUN_TEMP_SPACE"
+_RAW = {"replaceEnvVars": False, "expandEnvVars": False}
+_MAX_NAME_ENV = "IDDS_MAX_NAME_LENGTH"
+
+
+def normalise_endpoint(endpoint: str) -> str:
+    """Return a distribution endpoint as a URI ending in ``/``.
+
+    Parameters
+    ----------
+    endpoint : `str`
+        Bare path or URI.
+
+    Returns
+    -------
+    uri : `str`
+        ``file://`` added to a bare (absolute or relative) path, then a
+        trailing slash if missing.
+    """
+    if not _SCHEME.match(endpoint):
+        endpoint = "file://" + os.path.abspath(endpoint)
+    return endpoint if endpoint.endswith("/") else endpoint + "/"
+
+
+def _search(config: Any, key: str, opt: dict[str, Any] | None = None) -> Any:
+    """Return a configuration value, or raise naming the key.
+
+    Parameters
+    ----------
+    config : `lsst.ctrl.bps.BpsConfig`
+        The configuration.
+    key : `str`
+        Key to search.
+    opt : `dict`, optional
+        BpsConfig search options.
+
+    Returns
+    -------
+    value : `~typing.Any`
+        The value.
+
+    Raises
+    ------
+    PanDAConfigError
+        Raised if the key is absent.
+    """
+    found, value = config.search(key, opt=dict(opt or {}))
+    if not found:
+        raise PanDAConfigError(key, "not set (is wmsServiceClass lsst.ctrl.bps.panda.PanDAService?)")
+    return value
+
+
+def _typed(config: Any, key: str, kind: type, opt: dict[str, Any] | None = None) -> Any:
+    """Return a configuration value converted to a type.
+
+    Parameters
+    ----------
+    config : `lsst.ctrl.bps.BpsConfig`
+        The configuration.
+    key : `str`
+        Key to search.
+    kind : `type`
+        `int`, `str`, `bool` or `tuple` (of `str`).
+    opt : `dict`, optional
+        BpsConfig search options.
+
+    Returns
+    -------
+    value : `~typing.Any`
+        The converted value.
+
+    Raises
+    ------
+    PanDAConfigError
+        Raised if the key is absent or has the wrong type.
+    """
+    value = _search(config, key, opt)
+    try:
+        if kind is bool:
+            if isinstance(value, str):
+                return value.strip().lower() in ("1", "true", "yes", "on")
+            return bool(value)
+        if kind is tuple:
+            items = [value] if isinstance(value, str) else list(value or [])
+            return tuple(str(item) for item in items)
+        if kind is int and isinstance(value, bool):
+            raise TypeError("a boolean is not a number")
+        return kind(value)
+    except (TypeError, ValueError) as exc:
+        raise PanDAConfigError(key, f"{value!r} is not a valid {kind.__name__}") from exc
+
+
+def _optional(config: Any, key: str, opt: dict[str, Any] | None = None) -> str | None:
+    """Return a string value, `None` if absent or empty.
+
+    Parameters
+    ----------
+    config : `lsst.ctrl.bps.BpsConfig`
+        The configuration.
+    key : `str`
+        Key to search.
+    opt : `dict`, optional
+        BpsConfig search options.
+
+    Returns
+    -------
+    value : `str` or `None`
+        The value.
+    """
+    found, value = config.search(key, opt=dict(opt or {}))
+    if not found or value is None or value == "":
+        return None
+    return str(value)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class LabelSettings:
+    """PanDA task fields configured per label, not carried by the jobs.
+
+    Parameters
+    ----------
+    processing_type : `str` or `None`
+        ``processingType``.
+    task_type : `str`
+        ``taskType``.
+    prod_source_label : `str`
+        ``prodSourceLabel``.
+    vo : `str`
+        ``vo``.
+    """
+
+    processing_type: str | None
+    task_type: str
+    prod_source_label: str
+    vo: str
+
+    @classmethod
+    def from_config(cls, config: Any, label: str) -> LabelSettings:
+        """Search the values of one label (its section first).
+
+        Parameters
+        ----------
+        config : `lsst.ctrl.bps.BpsConfig`
+            The configuration.
+        label : `str`
+            Job label (pipetask, cluster or special-job section name).
+
+        Returns
+        -------
+        settings : `LabelSettings`
+            The label's values.
+        """
+        opt = config.get_search_opts(label)
+        return cls(
+            processing_type=_optional(config, "processingType", opt),
+            task_type=_typed(config, "taskType", str, opt),
+            prod_source_label=_typed(config, "prodSourceLabel", str, opt),
+            vo=_typed(config, "vo", str, opt),
+        )
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class TaskSettings:
+    """The PanDA fields of one task (one `DomaPanDAWork`).
+
+    Built by the generator from the jobs of the task; see
+    ``doc/configuration.md`` for the mapping from BPS keys.
+
+    Parameters
+    ----------
+    site : `str`
+        ``task_site`` (``computeSite``).
+    cloud : `str` or `None`
+        ``task_cloud`` (``computeCloud``).
+    queue : `str` or `None`
+        ``task_queue`` (``queue``).
+    priority : `int`
+        ``task_priority``.
+    rss : `int`
+        ``task_rss`` in MB (``requestMemory``).
+    rss_retry_step : `int`
+        ``task_rss_retry_step`` in MB.
+    rss_retry_offset : `int`
+        ``task_rss_retry_offset`` in MB.
+    rss_max : `int`
+        ``task_rss_max`` in MB (``requestMemoryMax``).
+    cores : `int`
+        ``core_count`` (``requestCpus``).
+    walltime : `int`
+        ``maxwalltime`` in seconds (``requestWalltime`` is minutes).
+    attempts : `int`
+        ``maxattempt`` (``numberOfRetries``).
+    working_group : `str` or `None`
+        ``working_group`` (``accountingGroup``).
+    label : `LabelSettings`
+        Per-label fields.
+    """
+
+    site: str
+    cloud: str | None
+    queue: str | None
+    priority: int
+    rss: int
+    rss_retry_step: int
+    rss_retry_offset: int
+    rss_max: int
+    cores: int
+    walltime: int
+    attempts: int
+    working_group: str | None
+    label: LabelSettings
+
+
+def _endpoint(config: Any) -> str:
+    """Return the normalised file distribution endpoint.
+
+    Parameters
+    ----------
+    config : `lsst.ctrl.bps.BpsConfig`
+        The configuration.
+
+    Returns
+    -------
+    endpoint : `str`
+        URI ending in ``/``.
+
+    Raises
+    ------
+    PanDAConfigError
+        Raised if unset or empty, or if it needs an unset
+        ``LSST_RUN_TEMP_SPACE`` and no ``fileDistributionEndPointDefault``.
+    """
+    key = "fileDistributionEndPoint"
+    raw = _optional(config, key, _RAW)
+    if raw is None:
+        raise PanDAConfigError(key, "required (where submit copies the files jobs need), not set")
+    if _TEMP_SPACE in raw and _TEMP_SPACE not in os.environ:
+        fallback = _optional(config, "fileDistributionEndPointDefault", _RAW)
+        if fallback is None:
+            raise PanDAConfigError(key, f"uses {_TEMP_SPACE}, which is unset, and no default is set")
+        raw = fallback
+    return normalise_endpoint(os.path.expandvars(raw))
+
+
+def _runner_command(config: Any) -> str:
+    """Return ``runnerCommand`` on one line, environment variables kept.
+
+    Parameters
+    ----------
+    config : `lsst.ctrl.bps.BpsConfig`
+        The configuration.
+
+    Returns
+    -------
+    command : `str`
+        The runner command.
+
+    Raises
+    ------
+    PanDAConfigError
+        Raised if it lacks the ``_cmd_line_`` token.
+    """
+    key = "runnerCommand"
+    command = " ".join(str(_search(config, key, _RAW)).splitlines()).strip()
+    if CMD_LINE_TOKEN not in command:
+        raise PanDAConfigError(key, f"must contain {CMD_LINE_TOKEN}, got {command!r}")
+    return command
+
+
+def _max_name_length() -> int:
+    """Return the iDDS name-length limit (``$IDDS_MAX_NAME_LENGTH`` wins).
+
+    Returns
+    -------
+    limit : `int`
+        Maximum length of a pseudo input name.
+
+    Raises
+    ------
+    PanDAConfigError
+        Raised if the environment variable is not a number.
+    """
+    value = os.environ.get(_MAX_NAME_ENV)
+    if value is None:
+        return IDDS_MAX_NAME_LENGTH_DEFAULT
+    try:
+        return int(value)
+    except ValueError as exc:
+        raise PanDAConfigError(_MAX_NAME_ENV, f"{value!r} is not a number") from exc
+
+
+def _positive(key: str, value: int) -> int:
+    """Check that a number is positive.
+
+    Parameters
+    ----------
+    key : `str`
+        Its key, for the error.
+    value : `int`
+        The number.
+
+    Returns
+    -------
+    value : `int`
+        The number.
+
+    Raises
+    ------
+    PanDAConfigError
+        Raised if not positive.
+    """
+    if value <= 0:
+        raise PanDAConfigError(key, f"must be positive, got {value}")
+    return value
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class ServiceSettings:
+    """Everything ``prepare`` and ``submit`` need from the configuration.
+
+    Build with `from_config`. Field names follow the BPS keys in snake
+    case; ``doc/configuration.md`` documents each key.
+    """
+
+    compute_site: str
+    compute_cloud: str | None
+    file_distribution_endpoint: str
+    runner_command: str
+    max_jobs_per_task: int
+    max_request_length: int
+    max_copy_workers: int
+    placeholder_params: tuple[str, ...]
+    submit_side_resolved_params: tuple[str, ...]
+    submit_env: Mapping[str, str]
+    enable_job_name_map: bool
+    order_id_map_filename: str
+    enable_qnode_map: bool
+    idds_server: str | None
+    submit_path: str
+    run_name: str
+    max_walltime_seconds: int
+    max_name_length: int
+    priority: int
+    request_memory: int
+    request_memory_max: int
+    request_cpus: int
+    number_of_retries: int
+    labels: Mapping[str, LabelSettings]
+
+    @classmethod
+    def from_config(cls, config: Any, labels: Iterable[str] = ()) -> ServiceSettings:
+        """Read the settings from a BPS configuration.
+
+        Parameters
+        ----------
+        config : `lsst.ctrl.bps.BpsConfig`
+            The configuration, plugin defaults merged.
+        labels : `~collections.abc.Iterable` [`str`], optional
+            Job labels whose `LabelSettings` to read.
+
+        Returns
+        -------
+        settings : `ServiceSettings`
+            The settings.
+
+        Raises
+        ------
+        PanDAConfigError
+            Raised naming the key if a value is missing or invalid.
+        """
+        compute_site = _optional(config, "computeSite")
+        if compute_site is None:
+            raise PanDAConfigError("computeSite", "required (the PanDA site to run the jobs at), not set")
+        submit_side = _typed(config, "submitSideResolvedParams", tuple)
+        return cls(
+            compute_site=compute_site,
+            compute_cloud=_optional(config, "computeCloud"),
+            file_distribution_endpoint=_endpoint(config),
+            runner_command=_runner_command(config),
+            submit_env=MappingProxyType({k: os.environ[k] for k in submit_side if k in os.environ}),
+            submit_side_resolved_params=submit_side,
+            labels=MappingProxyType({label: LabelSettings.from_config(config, label) for label in labels}),
+            max_name_length=_max_name_length(),
+            **cls._numbers(config),
+            **cls._strings(config),
+        )
+
+    @staticmethod
+    def _numbers(config: Any) -> dict[str, Any]:
+        """Read the numeric and boolean settings.
+
+        Parameters
+        ----------
+        config : `lsst.ctrl.bps.BpsConfig`
+            The configuration.
+
+        Returns
+        -------
+        values : `dict` [`str`, `~typing.Any`]
+            Field name to value.
+        """
+        positive = {
+            "max_jobs_per_task": "maxJobsPerTask",
+            "max_request_length": "maxRequestLength",
+            "max_copy_workers": "maxCopyWorkers",
+            "max_walltime_seconds": "maxWalltimeSeconds",
+            "request_memory": "fallbackRequestMemory",
+            "request_memory_max": "requestMemoryMax",
+            "request_cpus": "fallbackRequestCpus",
+        }
+        values: dict[str, Any] = {
+            field: _positive(key, _typed(config, key, int)) for field, key in positive.items()
+        }
+        values["priority"] = _typed(config, "priority", int)
+        values["number_of_retries"] = _typed(config, "fallbackNumberOfRetries", int)
+        values["enable_job_name_map"] = _typed(config, "enableJobNameMap", bool)
+        values["enable_qnode_map"] = _typed(config, "enableQnodeMap", bool)
+        return values
+
+    @staticmethod
+    def _strings(config: Any) -> dict[str, Any]:
+        """Read the string and list settings.
+
+        Parameters
+        ----------
+        config : `lsst.ctrl.bps.BpsConfig`
+            The configuration.
+
+        Returns
+        -------
+        values : `dict` [`str`, `~typing.Any`]
+            Field name to value.
+        """
+        submit_path = _optional(config, "submitPath")
+        if submit_path is None:
+            raise PanDAConfigError("submitPath", "not set (ctrl_bps sets it)")
+        found, run_name = config.search("uniqProcName")
+        if not found or not run_name:
+            raise PanDAConfigError("uniqProcName", "not set (ctrl_bps sets it)")
+        return {
+            "placeholder_params": _typed(config, "placeholderParams", tuple),
+            "order_id_map_filename": os.path.basename(_typed(config, "orderIdMapFilename", str)),
+            "idds_server": _optional(config, "iddsServer"),
+            "submit_path": os.path.abspath(os.path.expandvars(submit_path)),
+            "run_name": str(run_name),
+        }
+
+    def label(self, label: str) -> LabelSettings:
+        """Return the settings of one label.
+
+        Parameters
+        ----------
+        label : `str`
+            Job label.
+
+        Returns
+        -------
+        settings : `LabelSettings`
+            Its settings.
+
+        Raises
+        ------
+        PanDAConfigError
+            Raised if the label was not read by `from_config`.
+        """
+        try:
+            return self.labels[label]
+        except KeyError as exc:
+            raise PanDAConfigError("label", f"settings of label {label!r} were not read") from exc
