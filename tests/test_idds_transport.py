@@ -7,6 +7,7 @@ import os
 import socket
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -387,25 +388,42 @@ def test_relay_down_writes_not_retried(closed_port_env: str, monkeypatch: pytest
     assert sleeps == []
 
 
-def test_stopped_service(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    env = dict(os.environ, PANDA_BEHIND_REAL_LB="1")
-    state = str(tmp_path / "state")
-    subprocess.run([str(PANDA_LOCAL), "start", "--state-dir", state, "--port", "0"], env=env, check=True)
-    try:
-        out = subprocess.run(
-            [str(PANDA_LOCAL), "env", "--json", "--state-dir", state],
-            env=env,
-            check=True,
-            capture_output=True,
-        ).stdout
-        for key, value in json.loads(out).items():
-            monkeypatch.setenv(key, value)
-        transport, _ = fast_transport(attempts=2)
-        assert transport.ping() == {"Status": "OK"}
-    finally:
-        subprocess.run([str(PANDA_LOCAL), "stop", "--state-dir", state], env=env, check=True)
-    with pytest.raises(PanDAUnreachableError, match="after 2 attempts"):
-        transport.ping()
+@pytest.fixture
+def hanging_up_env(closed_port_env: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[list[int]]:
+    """A loopback listener that closes every connection unanswered."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.settimeout(0.05)
+    accepted: list[int] = []
+    done = threading.Event()
+
+    def serve() -> None:
+        while not done.is_set():
+            try:
+                conn, _ = listener.accept()
+            except TimeoutError:
+                continue
+            accepted.append(1)
+            conn.close()
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    url = f"http://127.0.0.1:{listener.getsockname()[1]}/server/panda"
+    monkeypatch.setenv("PANDA_URL", url)
+    monkeypatch.setenv("PANDA_URL_SSL", url)
+    yield accepted
+    done.set()
+    thread.join(timeout=5)
+    listener.close()
+
+
+def test_relay_hangs_up(hanging_up_env: list[int], monkeypatch: pytest.MonkeyPatch) -> None:
+    transport, sleeps = fast_transport(attempts=3)
+    with pytest.raises(PanDAUnreachableError, match="Server disconnected.*after 3 attempts"):
+        transport.get_requests(4)
+    assert len(hanging_up_env) == 3 and len(sleeps) == 2
+    with pytest.raises(PanDAUnreachableError, match="not retried"):
+        transport.submit(make_workflow("tr_hangup"), max_request_length=10**8, request_cache="/x")
+    assert len(hanging_up_env) == 4
 
 
 def test_transient_failure_then_success(relay_env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> None:

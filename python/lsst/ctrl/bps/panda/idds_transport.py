@@ -102,7 +102,7 @@ _UNREACHABLE = re.compile(
     r"|name or service not known|temporary failure in name resolution|nodename nor servname"
     r"|network is unreachable|no route to host|server disconnected|remote end closed"
     r"|internal server error|bad gateway|service unavailable|gateway time-?out"
-    r"|\b50[0234]\b",
+    r"|\b50[0234]\s+[a-z]",
     re.IGNORECASE,
 )
 """Texts of ``(255, text)`` replies that mean "relay not reachable now"."""
