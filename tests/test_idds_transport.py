@@ -24,6 +24,7 @@ from lsst.ctrl.bps.panda.exceptions import (
     PandaAuthError,
     PanDAConfigError,
     PanDAUnreachableError,
+    WorkflowTranslationError,
 )
 from lsst.ctrl.bps.panda.idds_transport import (
     PanDARelayTransport,
@@ -277,6 +278,16 @@ def test_submit_non_int_result_is_an_error(monkeypatch: pytest.MonkeyPatch) -> N
     for _ in range(3):
         with pytest.raises(IDDSRequestError, match="no request id for the workflow"):
             transport.submit(make_workflow("tr_bad"), max_request_length=10**8, request_cache="/x")
+
+
+def test_submit_unserialisable_workflow(monkeypatch: pytest.MonkeyPatch) -> None:
+    transport = PanDARelayTransport()
+    recorder = recording(transport, monkeypatch)
+    workflow = make_workflow("tr_unserialisable")
+    workflow.template.bad_attribute = {1, 2}  # a set is not JSON
+    with pytest.raises(WorkflowTranslationError, match="cannot be serialised"):
+        transport.submit(workflow, max_request_length=10**8, request_cache="/x")
+    assert recorder.calls == []
 
 
 def test_get_requests_without_detail(relay_env: dict[str, str], submitted: int) -> None:

@@ -81,7 +81,13 @@ from types import ModuleType
 from typing import Any, Protocol
 from urllib.parse import urlparse
 
-from .exceptions import IDDSRequestError, PandaAuthError, PanDAConfigError, PanDAUnreachableError
+from .exceptions import (
+    IDDSRequestError,
+    PandaAuthError,
+    PanDAConfigError,
+    PanDAUnreachableError,
+    WorkflowTranslationError,
+)
 
 _LOG = logging.getLogger(__name__)
 
@@ -503,10 +509,15 @@ class PanDARelayTransport:
         IDDSRequestError
             If the server refused a step or the workflow, or returned
             something other than a request id. Never retried.
+        WorkflowTranslationError
+            If the workflow cannot be serialised to JSON.
         """
         from idds.common.utils import json_dumps
 
-        text: str | None = json_dumps(workflow)
+        try:
+            text: str | None = json_dumps(workflow)
+        except (TypeError, ValueError) as exc:
+            raise WorkflowTranslationError(f"The iDDS workflow cannot be serialised: {exc}") from exc
         _LOG.debug("Workflow %s: %d characters of JSON", getattr(workflow, "name", "?"), len(text or ""))
         if max_request_length and len(text or "") > max_request_length:
             steps = workflow.split_workflow_to_steps(
