@@ -28,11 +28,11 @@ Placeholders in a job's command line:
     Becomes ``<ENV:PanDA_AttemptNr>`` (the pilot's attempt number), which
     every decoder resolves.
 
-This module needs only the standard library: the edge-node decoder loads it
-from its file for `decode_hex`.
+This module needs only the standard library and must load from its file
+alone (no ``from __future__ import annotations``, which breaks dataclasses
+outside `sys.modules`): the edge-node decoder loads it that way for
+`decode_hex`.
 """
-
-from __future__ import annotations
 
 __all__ = [
     "ATTEMPT_PLACEHOLDER",
@@ -297,6 +297,28 @@ class FileRef:
     submit_value: str | None
 
 
+@dataclass(frozen=True, slots=True)
+class ResolveContext:
+    """Submit-side facts a command line is resolved with.
+
+    Parameters
+    ----------
+    job : `str`
+        Job name, for errors.
+    submit_env : `~collections.abc.Mapping` [`str`, `str`]
+        ``<ENV:NAME>`` values resolved at submit.
+    files : `~collections.abc.Mapping` [`str`, `FileRef`]
+        The job's input and output files by key.
+    files_key : `~typing.Any`
+        Hashable identity of ``files`` (for the cache).
+    """
+
+    job: str
+    submit_env: Mapping[str, str]
+    files: Mapping[str, FileRef]
+    files_key: Any
+
+
 @dataclass(slots=True)
 class CommandTemplate:
     """The command line shared by jobs with the same executable, arguments
@@ -409,28 +431,6 @@ class CommandTemplate:
         present = set(_VARIABLE.findall(text))
         lazy = tuple(name for name in self.placeholder_params if name in present)
         return ResolvedCommand(text, lazy, tuple(worker_files))
-
-
-@dataclass(frozen=True, slots=True)
-class ResolveContext:
-    """Submit-side facts a command line is resolved with.
-
-    Parameters
-    ----------
-    job : `str`
-        Job name, for errors.
-    submit_env : `~collections.abc.Mapping` [`str`, `str`]
-        ``<ENV:NAME>`` values resolved at submit.
-    files : `~collections.abc.Mapping` [`str`, `FileRef`]
-        The job's input and output files by key.
-    files_key : `~typing.Any`
-        Hashable identity of ``files`` (for the cache).
-    """
-
-    job: str
-    submit_env: Mapping[str, str]
-    files: Mapping[str, FileRef]
-    files_key: Any
 
 
 def _wms(job: str, name: str) -> str:
