@@ -7,6 +7,9 @@ Runs: succeeded, partly failed, restarted, running then cancelled.
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -198,3 +201,49 @@ def test_summary_and_ping(transport: PanDARelayTransport, tmp_path: Path) -> Non
     reports, message = build_run_reports(transport, "999999", None, 1, False)
     assert reports == [] and "'999999'" in message
     assert run_control.cancel(transport, "999999")[0] is False
+
+
+def bps(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    """Run a ``bps`` command with the PanDA service class."""
+    argv = [str(Path(sys.executable).parent / "bps"), *args]
+    return subprocess.run(argv, env=env, capture_output=True, text=True, timeout=120, check=False)
+
+
+@pytest.mark.e2e
+def test_bps_commands(transport: PanDARelayTransport, tmp_path: Path) -> None:
+    env = dict(os.environ, BPS_WMS_SERVICE_CLASS="lsst.ctrl.bps.panda.PanDAService")
+    body = 'if [ "${IN/L}" = co1 ]; then exit 5; fi'
+    request_id, submit_dir = submit(transport, tmp_path, "cmd", body)
+    assert wait_done(transport, request_id) is S.FAILED
+
+    result = bps(env, "status", "--id", str(request_id))
+    assert result.returncode == S.FAILED.value, result.stderr
+
+    result = bps(env, "report", "--id", str(submit_dir), "--return-exit-codes")
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    assert "FAILED" in out and str(request_id) in out and f"Path: {submit_dir}" in out
+    for label in ("step_1_isr", "consolidate_2", "finalJob"):
+        assert label in out
+    assert "PanDA task ids" in out and "Job logs" in out
+    assert "WARNING" not in out  # job summary, exit codes and order all present
+    (codes_line,) = [line for line in out.splitlines() if line.startswith("consolidate_2") and "None" in line]
+    assert " 5" in codes_line  # infrastructure-class code 5 listed
+
+    result = bps(env, "report", "--hist", "1")
+    assert result.returncode == 0 and "cmd" in result.stdout, result.stderr
+
+    result = bps(env, "restart", "--id", str(request_id))
+    assert f"Run Id: {request_id}" in result.stdout and "Run Name: cmd" in result.stdout, result.stderr
+    wait_done(transport, request_id)
+    result = bps(env, "restart", "--id", "123456")
+    assert "Restart failed" in result.stdout and "'123456'" in result.stdout
+
+    result = bps(env, "cancel", "--id", str(request_id))
+    assert "already ended" in result.stdout or "Couldn't cancel" in result.stdout, result.stdout
+    result = bps(env, "cancel")
+    assert "No job matches" in result.stdout
+
+    result = bps(env, "ping")
+    assert result.returncode == 0, result.stderr
+    assert "Ping successful" in result.stderr
