@@ -388,3 +388,43 @@ def test_every_envelope_error_through_every_call(fake, error, match):
         assert isinstance(message, str) and match in message, (method, message)
         assert "Traceback" not in message
     assert run_control.get_status(fake, str(active)) == (S.RUNNING, "")  # nothing was aborted
+
+
+# ------------------------------------------------------ through PanDAService
+def test_service_methods_use_the_given_transport(fake, tmp_path):
+    from lsst.ctrl.bps.panda import PanDAService
+
+    service = PanDAService({}, transport=fake)
+    rid = subfinished(fake)
+    path = submit_dir(tmp_path, rid)
+    assert service.ping() == (0, None)
+    service.run_submission_checks()
+    assert service.get_status(str(path)) == (S.FAILED, "")
+    reports, message = service.report(wms_workflow_id=str(rid), return_exit_codes=True)
+    assert message == "" and reports[0].path == str(path)
+    assert reports[0].exit_code_summary == {"a": [1], "b": []}
+    assert service.list_submitted_jobs() == []
+    assert service.list_submitted_jobs(wms_id=str(path)) == [str(rid)]
+    assert service.restart(str(path))[:2] == (str(rid), "wf")
+    assert service.list_submitted_jobs(user="jdoe") == [str(rid)]
+    assert service.cancel(str(rid))[0] is True
+    assert service.get_status(str(rid))[0] is S.DELETED
+    reports, message = service.report(hist=1)
+    assert message == "" and [r.wms_id for r in reports] == [str(rid)]
+
+
+def test_service_methods_with_a_failing_relay(fake):
+    from lsst.ctrl.bps.panda import PanDAService
+
+    service = PanDAService({}, transport=fake)
+    rid = add_run(fake)
+    down = PanDAUnreachableError("x", None, "PanDA relay unreachable: [Errno 111] Connection refused")
+    for method in ("ping", "get_requests"):
+        fake.fail_next(method, down, times=10)
+    assert service.ping()[0] == run_control.PING_UNREACHABLE
+    with pytest.raises(PanDAUnreachableError):
+        service.run_submission_checks()
+    assert service.get_status(str(rid))[0] is S.UNKNOWN
+    assert service.report(wms_workflow_id=str(rid))[0] == []
+    assert service.cancel(str(rid))[0] is False
+    assert service.restart(str(rid))[0] is None
