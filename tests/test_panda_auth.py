@@ -490,3 +490,14 @@ def test_reset_relay_refuses_new_token(
 )
 def test_relay_failure_layers(code: int, output: Any, failure: str | None) -> None:
     assert _relay_failure(code, output) == failure
+
+
+def test_reset_refuses_stale_pandaclient_import(env: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from pandaclient import Client
+
+    stale = "http://127.0.0.1:1/not-what-pandaclient-read/server/panda"
+    assert Client.baseURLSSL != stale
+    monkeypatch.setenv("PANDA_URL_SSL", stale)
+    path = write_token(env, 3600)
+    _assert_one_line_error(invoke("reset"), "pandaclient was imported with PANDA_URL_SSL=", "fresh process")
+    assert path.exists()  # nothing was cleaned

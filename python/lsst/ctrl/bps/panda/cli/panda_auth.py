@@ -279,8 +279,9 @@ def _reset(verbose: bool) -> None:
             f"panda_auth reset: {', '.join(external)} supplies the token, so panda-client would not log in; "
             "unset it first"
         )
+    client = _import_client(env)
     _clean()
-    failure = _relay_login(env, verbose)
+    failure = _relay_login(client, env, verbose)
     path = oidc_token.token_path()
     claims = oidc_token.read_token_claims(path)
     click.echo("New token obtained.")
@@ -306,12 +307,11 @@ def _import_client(env: AuthEnvironment) -> Any:
     return Client
 
 
-def _relay_login(env: AuthEnvironment, verbose: bool) -> str | None:
+def _relay_login(client: Any, env: AuthEnvironment, verbose: bool) -> str | None:
     """Make one relay ``ping`` call; with no token it runs the device flow.
 
     Returns `None` on success, else why the relay call failed.
     """
-    client = _import_client(env)
     _LOG.debug("Calling ping through %s/relay_idds_command", env.panda_url_ssl)
     try:
         code, output = client.call_idds_command("ping", compress=True, manager=True, verbose=verbose)
