@@ -20,8 +20,10 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+from rs_helpers import Config
 from rs_stack import (
     Backend,
     LocalService,
@@ -106,3 +108,37 @@ def backend(request: pytest.FixtureRequest) -> Iterator[Backend]:
         chosen = local_backend(request.getfixturevalue("local_service"))
     with chosen.active():
         yield chosen
+
+
+@pytest.fixture(scope="module")
+def run_index(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """A run index of this module only (request ids restart every session)."""
+    path = tmp_path_factory.mktemp("run-index") / "runs.jsonl"
+    mp = pytest.MonkeyPatch()
+    mp.setenv("CTRL_BPS_PANDA_RUN_INDEX", str(path))
+    try:
+        yield path
+    finally:
+        mp.undo()
+
+
+@pytest.fixture(scope="module")
+def make_config(realstack: RealStack, run_index: Path, tmp_path_factory: pytest.TempPathFactory) -> Config:
+    """BpsConfig factory: plugin defaults + the real stack's iddsServer."""
+    from lsst.ctrl.bps import BpsConfig
+    from lsst.ctrl.bps.panda import PanDAService
+
+    base = tmp_path_factory.mktemp("bps")
+
+    def make(name: str, **overrides: Any) -> Any:
+        values = {
+            "computeSite": "LOCAL",
+            "fileDistributionEndPoint": f"file://{base}/dist/{{uniqProcName}}/",
+            "uniqProcName": name,
+            "submitPath": str(base / "submit" / name),
+            "iddsServer": realstack.idds_server,
+            **overrides,
+        }
+        return BpsConfig(values, defaults=PanDAService({}).defaults)
+
+    return make

@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable
 from typing import Any
 
 UNKNOWN_ID = 987654321
 """A request id no test creates."""
+
+Config = Callable[..., Any]
+"""``make_config(name, **overrides) -> BpsConfig`` (fixture)."""
 
 
 def unique_name(tag: str) -> str:
@@ -126,3 +130,31 @@ def shape_differences(real: Any, local: Any, path: str = "", null_ok: bool = Tru
     if shape(real) != shape(local):
         return [f"{path}: real {shape(real)} vs local {shape(local)}"]
     return []
+
+
+def service(config: Any) -> Any:
+    """A `PanDAService` as ctrl_bps builds it."""
+    from lsst.ctrl.bps.panda import PanDAService
+
+    return PanDAService(config)
+
+
+def prepare_and_submit(config: Any, generic_workflow: Any) -> tuple[Any, Any]:
+    """prepare + submit as ``bps submit`` does; (service, workflow)."""
+    svc = service(config)
+    workflow = svc.prepare(config, generic_workflow, out_prefix=config["submitPath"])
+    return svc, svc.submit(workflow)
+
+
+def three_label(name: str) -> Any:
+    """ctrl_bps's 3-label test workflow (19 jobs), no final job."""
+    from lsst.ctrl.bps.tests.gw_test_utils import make_3_label_workflow
+
+    return make_3_label_workflow(name, False)
+
+
+def five_label(name: str) -> Any:
+    """ctrl_bps's 5-label test workflow (uneven), no final job."""
+    from lsst.ctrl.bps.tests.gw_test_utils import make_5_label_workflow
+
+    return make_5_label_workflow(name, False, uneven=True)

@@ -11,12 +11,13 @@ venv).
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import pytest
-from rs_helpers import chain_workflow, unique_name
-from rs_stack import RealStack
+from rs_helpers import Config, chain_workflow, five_label, service, three_label, unique_name
+from rs_stack import RealStack, real_backend
 
 pytestmark = [pytest.mark.realstack, pytest.mark.timeout(600)]
 
@@ -111,27 +112,70 @@ def fan_workflow(name: str) -> Any:
     return workflow
 
 
-def check_transforms_and_contents(stack: RealStack, request_id: int, workflow: Any) -> None:
-    """One transform per work; contents = jobs; dependencies = edges."""
-    works = works_of(workflow)
-    counts = settled_counts(stack, request_id, works)
-    assert set(counts) == set(works), "every work became exactly one transform"
-    for name, jobs in works.items():
-        deps = sum(len(job["dependencies"]) for job in jobs)
-        assert counts[name].get(0, 0) == len(jobs), (name, counts[name])
-        assert counts[name].get(1, 0) == len(jobs), (name, counts[name])
-        assert counts[name].get(3, 0) == deps, (name, counts[name])
-    got = {tuple(row) for row in stack.sql(_EDGES_SQL, [request_id])}
-    assert got == expected_edges(workflow)
+@dataclass
+class Case:
+    """A submitted workflow and what iDDS must make of it."""
+
+    request_id: int
+    works: dict[str, list[dict[str, Any]]]
+    edges: set[tuple[str, str, str, str]]
+    by_job_name: bool = False
+    """Edges are GenericWorkflow (parent, child) job names, not work/job."""
 
 
-@pytest.mark.parametrize("builder", [chain_workflow, fan_workflow], ids=["chain", "fan"])
-def test_works_become_transforms_and_contents(agents: RealStack, builder: Any) -> None:
-    from rs_stack import real_backend
-
-    backend = real_backend(agents)
+def _by_hand(stack: RealStack, builder: Callable[[str], Any]) -> Case:
+    backend = real_backend(stack)
     workflow = builder(unique_name(builder.__name__))
     with backend.active():
         ret = backend.api().submit(workflow, username=None, use_dataset_name=False)
     assert ret[0] == 0 and ret[1][0] is True, ret
-    check_transforms_and_contents(agents, ret[1][1], workflow)
+    return Case(ret[1][1], works_of(workflow), expected_edges(workflow))
+
+
+def _through_service(make_config: Config, builder: Callable[[str], Any], **overrides: Any) -> Case:
+    name = unique_name(builder.__name__)
+    generic = builder(name)
+    config = make_config(name, **overrides)
+    svc = service(config)
+    workflow = svc.prepare(config, generic, out_prefix=config["submitPath"])
+    works = works_of(workflow.idds_workflow)  # before a split moves the maps out
+    svc.submit(workflow)
+    # the GenericWorkflow's own edges, by job name
+    edges = set(generic.edges)
+    return Case(int(workflow.run_id), works, edges, by_job_name=True)
+
+
+@pytest.fixture(scope="module")
+def submitted(agents: RealStack, make_config: Config) -> dict[str, Case]:
+    """All cases submitted at once, so that iDDS works on them together."""
+    return {
+        "chain_by_hand": _by_hand(agents, chain_workflow),
+        "fan_by_hand": _by_hand(agents, fan_workflow),
+        "3_label_service": _through_service(make_config, three_label),
+        "5_label_service": _through_service(make_config, five_label),
+        "3_label_service_steps": _through_service(make_config, three_label, maxRequestLength=3000),
+    }
+
+
+@pytest.mark.parametrize(
+    "case", ["chain_by_hand", "fan_by_hand", "3_label_service", "5_label_service", "3_label_service_steps"]
+)
+def test_works_become_transforms_and_contents(
+    agents: RealStack, submitted: dict[str, Case], case: str
+) -> None:
+    got = submitted[case]
+    counts = settled_counts(agents, got.request_id, got.works)
+    assert set(counts) == set(got.works), "every work became exactly one transform"
+    for name, jobs in got.works.items():
+        deps = sum(len(job["dependencies"]) for job in jobs)
+        assert counts[name].get(0, 0) == len(jobs), (name, counts[name])
+        assert counts[name].get(1, 0) == len(jobs), (name, counts[name])
+        assert counts[name].get(3, 0) == deps, (name, counts[name])
+    rows = agents.sql(_EDGES_SQL, [got.request_id])
+    if not got.by_job_name:
+        assert {tuple(row) for row in rows} == got.edges
+    else:
+        # a pseudo input name is "<job name>+<placeholder>:<value>..."
+        edges = [(parent.split("+", 1)[0], child.split("+", 1)[0]) for _, child, _, parent in rows]
+        assert len(edges) == len(set(edges)), "every edge exactly once"
+        assert set(edges) == got.edges

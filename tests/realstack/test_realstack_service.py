@@ -11,69 +11,13 @@ null ``request_id`` and null counters, which the plugin must handle.
 from __future__ import annotations
 
 import socket
-from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
-from rs_helpers import UNKNOWN_ID, unique_name
+from rs_helpers import UNKNOWN_ID, Config, prepare_and_submit, service, three_label, unique_name
 from rs_stack import RealStack
 
 pytestmark = [pytest.mark.realstack, pytest.mark.timeout(600)]
-
-
-@pytest.fixture(scope="module")
-def run_index(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    """A run index of this module only (request ids restart every session)."""
-    path = tmp_path_factory.mktemp("run-index") / "runs.jsonl"
-    mp = pytest.MonkeyPatch()
-    mp.setenv("CTRL_BPS_PANDA_RUN_INDEX", str(path))
-    try:
-        yield path
-    finally:
-        mp.undo()
-
-
-Config = Callable[..., Any]
-
-
-@pytest.fixture
-def make_config(realstack: RealStack, run_index: Path, tmp_path: Path) -> Config:
-    """BpsConfig factory: plugin defaults + the real stack's iddsServer."""
-    from lsst.ctrl.bps import BpsConfig
-    from lsst.ctrl.bps.panda import PanDAService
-
-    def make(name: str, **overrides: Any) -> Any:
-        values = {
-            "computeSite": "LOCAL",
-            "fileDistributionEndPoint": f"file://{tmp_path}/dist/{{uniqProcName}}/",
-            "uniqProcName": name,
-            "submitPath": str(tmp_path / "submit" / name),
-            "iddsServer": realstack.idds_server,
-            **overrides,
-        }
-        return BpsConfig(values, defaults=PanDAService({}).defaults)
-
-    return make
-
-
-def service(config: Any) -> Any:
-    from lsst.ctrl.bps.panda import PanDAService
-
-    return PanDAService(config)
-
-
-def prepare_and_submit(config: Any, generic_workflow: Any) -> tuple[Any, Any]:
-    """prepare + submit as ``bps submit`` does; (service, workflow)."""
-    svc = service(config)
-    workflow = svc.prepare(config, generic_workflow, out_prefix=config["submitPath"])
-    return svc, svc.submit(workflow)
-
-
-def three_label(name: str) -> Any:
-    from lsst.ctrl.bps.tests.gw_test_utils import make_3_label_workflow
-
-    return make_3_label_workflow(name, False)
 
 
 def test_ping(make_config: Config) -> None:
