@@ -20,6 +20,7 @@ from __future__ import annotations
 __all__ = ["LabelSettings", "ServiceSettings", "TaskSettings", "normalise_endpoint"]
 
 import dataclasses
+import logging
 import os
 import re
 from collections.abc import Iterable, Mapping
@@ -28,6 +29,8 @@ from typing import Any
 
 from .constants import CMD_LINE_TOKEN, IDDS_MAX_NAME_LENGTH_DEFAULT
 from .exceptions import PanDAConfigError
+
+_LOG = logging.getLogger(__name__)
 
 _SCHEME = re.compile(r"^[a-zA-Z][a-zA-Z\d+\-.]*://")
 _TEMP_SPACE = "LSST_RUN_TEMP_SPACE"
@@ -271,7 +274,10 @@ def _endpoint(config: Any) -> str:
         if fallback is None:
             raise PanDAConfigError(key, f"uses {_TEMP_SPACE}, which is unset, and no default is set")
         raw = fallback
-    return normalise_endpoint(os.path.expandvars(raw))
+    endpoint = normalise_endpoint(os.path.expandvars(raw))
+    if re.search(r"\s", endpoint):
+        raise PanDAConfigError(key, f"{endpoint!r} contains whitespace (the decoder splits on it)")
+    return endpoint
 
 
 def _runner_command(config: Any) -> str:
@@ -404,6 +410,8 @@ class ServiceSettings:
         if compute_site is None:
             raise PanDAConfigError("computeSite", "required (the PanDA site to run the jobs at), not set")
         submit_side = _typed(config, "submitSideResolvedParams", tuple)
+        if str(_optional(config, "enableEventService")).lower() not in ("none", "false", "0", "no", "off"):
+            _LOG.warning("enableEventService is not supported by this plugin and is ignored")
         return cls(
             compute_site=compute_site,
             compute_cloud=_optional(config, "computeCloud"),
