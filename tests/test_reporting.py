@@ -318,12 +318,15 @@ def test_local_service_rows_say_where_logs_are(tmp_path):
 
 # ------------------------------------------------------------- properties
 _counter = st.one_of(st.none(), st.integers(-5, 60), st.sampled_from(["3", "x", 2.5, True]))
-_KEYS = [key for key, _ in reporting._BUCKETS]
+_KEYS = [*(key for key, _ in reporting._BUCKETS), "output_new_files"]
+assert len(_KEYS) == 7  # every output bucket of wire §10
 
 
 @settings(max_examples=300, deadline=None)
 @given(
-    counters=st.fixed_dictionaries(dict.fromkeys([*_KEYS, "output_total_files"], _counter)),
+    counters=st.fixed_dictionaries(
+        dict.fromkeys([*_KEYS, "input_new_files", "output_total_files"], _counter)
+    ),
     expected=st.one_of(st.none(), st.integers(0, 80)),
     transform=st.sampled_from(
         ["Transforming", "Finished", "SubFinished", "Failed", "Cancelled", "Suspended", "Bogus"]
@@ -344,6 +347,30 @@ def test_counts_are_never_negative_and_add_up(counters, expected, transform, run
         assert sum(counts.values()) == max(numbers[-1], sum(numbers[:-1]))
     else:
         assert sum(counts.values()) == 0
+
+
+def test_new_outputs_with_released_inputs_are_ready():
+    row = dict(
+        DETAIL_TEMPLATE,
+        output_total_files=10,
+        output_new_files=6,
+        input_new_files=2,
+        output_processed_files=4,
+    )
+    row["transform_status"] = {"attributes": {"_name_": "Transforming"}}
+    assert nonzero(task_counts(row, 10, S.RUNNING)) == {S.SUCCEEDED: 4, S.READY: 4, S.UNREADY: 2}
+    row["input_new_files"] = None  # not synchronised: nothing known to be released
+    assert nonzero(task_counts(row, 10, S.RUNNING)) == {S.SUCCEEDED: 4, S.UNREADY: 6}
+    row["input_new_files"] = 9  # inconsistent: more new inputs than outputs
+    assert nonzero(task_counts(row, 10, S.RUNNING)) == {S.SUCCEEDED: 4, S.UNREADY: 6}
+
+
+def test_stale_counters_of_a_finished_task_count_as_succeeded():
+    row = dict(DETAIL_TEMPLATE, output_processed_files=3, output_failed_files=None)
+    row["transform_status"] = {"attributes": {"_name_": "Finished"}}
+    assert nonzero(task_counts(row, 5, S.SUCCEEDED)) == {S.SUCCEEDED: 5}
+    row["transform_status"] = {"attributes": {"_name_": "Failed"}}
+    assert nonzero(task_counts(row, 5, S.FAILED)) == {S.SUCCEEDED: 3, S.PRUNED: 2}
 
 
 # -------------------------------------------------------------- ids/errors

@@ -59,7 +59,8 @@ _S = WmsStates
 _DATE_FORMAT = "%a, %d %b %Y %H:%M:%S UTC"
 
 # Output-collection counter -> the ContentStatus it stands for (wire §10), in
-# the order counts are assigned when the counters exceed the total.
+# the order counts are assigned when the counters exceed the total.  New
+# outputs are split by `_new_buckets`.
 _BUCKETS: tuple[tuple[str, str], ...] = (
     ("output_processed_files", "Available"),
     ("output_failed_files", "Failed"),
@@ -67,7 +68,6 @@ _BUCKETS: tuple[tuple[str, str], ...] = (
     ("output_processing_files", "Processing"),
     ("output_activated_files", "Activated"),
     ("output_preprocessing_files", "PreProcessing"),
-    ("output_new_files", "New"),
 )
 
 _NOT_DONE = frozenset({_S.UNREADY, _S.READY, _S.PENDING, _S.RUNNING, _S.UNKNOWN, _S.MISFIT})
@@ -278,9 +278,9 @@ def _base_report(ref: RunRef, head: Mapping[str, Any], state: WmsStates) -> WmsR
         path=ref.record.submit_path if ref.record is not None else None,
         run=ref.record.run_name if ref.record is not None else head.get("name"),
         operator=extra.get("operator") or head.get("username") or "",
-        project=extra.get("project", ""),
+        project=extra.get("project") or "",
         campaign=extra.get("campaign") or head.get("campaign") or "",
-        payload=extra.get("payload", ""),
+        payload=extra.get("payload") or "",
         site=extra.get("site") or head.get("site") or "",
         state=state,
     )
@@ -408,6 +408,7 @@ def task_counts(row: Mapping[str, Any] | None, expected: int | None, run_state: 
     if row is None:
         return fit_counts((), expected or 0, _unreleased_state(run_state))
     buckets = [(content_state(status), _num(row.get(key))) for key, status in _BUCKETS]
+    buckets.extend(_new_buckets(row))
     if expected is None:
         total = max(_num(row.get("output_total_files")), sum(n for _, n in buckets))
     else:
@@ -415,6 +416,20 @@ def task_counts(row: Mapping[str, Any] | None, expected: int | None, run_state: 
     return fit_counts(
         buckets, total, _remainder_state(transform_state(row.get("transform_status")), run_state)
     )
+
+
+def _new_buckets(row: Mapping[str, Any]) -> list[tuple[WmsStates, int]]:
+    """Split the jobs whose output is still New.
+
+    A New output whose pseudo input is no longer New belongs to a job whose
+    parents are done: released, waiting for PanDA (READY).  The others wait
+    for their parents (UNREADY); so do all of them while ``input_new_files``
+    is null (not synchronised yet).
+    """
+    new = _num(row.get("output_new_files"))
+    input_new = row.get("input_new_files")
+    released = 0 if input_new is None else min(new, max(0, new - _num(input_new)))
+    return [(_S.READY, released), (content_state("New"), new - released)]
 
 
 def _unreleased_state(run_state: WmsStates) -> WmsStates:
