@@ -246,6 +246,47 @@ def test_restarted_run_is_running_again(three_label):
     assert_consistent(report)
 
 
+def test_without_jedi_ids_contents_are_fetched_once(tmp_path):
+    fake = FakeIDDSServer(jedi=False)
+    rid = fake.add_run("wf", {"wf_01_a_01": 2, "wf_02_b_01": 1})
+    make_record(tmp_path, "wf", {"wf_01_a_01": ("a", 2), "wf_02_b_01": ("b", 1)}, run_id=rid)
+    fake.calls.clear()
+    report = report_of(fake, rid, return_exit_codes=True)
+    assert [c for c in fake.calls if c[0] == "get_contents_output_ext"] == [
+        ("get_contents_output_ext", (rid, None))
+    ]
+    assert sorted((job.label, job.task_id) for job in report.jobs) == [("a", None), ("a", None), ("b", None)]
+    # No PanDA task yet: counters are 0, the record gives the totals.
+    assert nonzero(report.job_summary["a"]) == {S.UNREADY: 2}
+    assert str(report.specific_info) == "PanDA task ids: none yet"
+
+
+@pytest.mark.parametrize(
+    ("content_name", "job_name"),
+    [
+        ("isr_903342_10+qgraphNodeId:a1b2+qgraphId:17", "isr_903342_10"),
+        ("PH:isr_903342_10", "isr_903342_10"),
+        ("isr:orderIdMap_12", "isr:orderIdMap_12"),
+        ("pure_pseudoinput+qgraphNodeId:+qgraphId:", "pure_pseudoinput"),
+    ],
+)
+def test_job_names_come_from_the_dependency_map_names(content_name, job_name):
+    fake = FakeIDDSServer()
+    rid = fake.add_run("wf", {"wf_01_a_01": 1})
+    fake.task(rid, "wf_01_a_01").jobs[0].name = content_name
+    fake.set_jobs(rid, "wf_01_a_01", {CS.FinalFailed: 1}, exit_code="-9")
+    (job,) = report_of(fake, rid, return_exit_codes=True).jobs
+    assert (job.name, job.label, job.state, job.exit_code, job.attempts) == (job_name, "a", S.FAILED, -9, 1)
+    assert job.wms_id == "1000" and job.task_id == 5001
+
+
+def test_failed_job_without_exit_code_gets_minus_one():
+    fake = FakeIDDSServer()
+    rid = fake.add_run("wf", {"wf_01_a_01": 2})
+    fake.set_jobs(rid, "wf_01_a_01", {CS.FinalFailed: 2}, exit_code="0")
+    assert report_of(fake, rid, return_exit_codes=True).exit_code_summary == {"a": [-1, -1]}
+
+
 def test_young_request_with_null_request_id(three_label):
     fake, _, _ = three_label
     rid = fake.add_run("young", {"young_01_a_01": 4}, young=True)

@@ -42,7 +42,7 @@ import os
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 from idds.common.constants import RequestStatus
 
@@ -51,6 +51,9 @@ from lsst.ctrl.bps import WmsJobReport, WmsRunReport, WmsSpecificInfo, WmsStates
 from .exceptions import IDDSRequestError, PandaAuthError, PanDABpsError, PanDAConfigError
 from .status_mapping import content_state, enum_name, job_state, request_state, transform_state
 from .submit_record import SubmitRecord, find_submit_dir
+
+if TYPE_CHECKING:
+    from .idds_transport import IDDSTransport
 
 _LOG = logging.getLogger(__name__)
 
@@ -77,16 +80,6 @@ _TASK_TAIL = re.compile(r"\d+_(?P<label>.+)_\d+")
 
 LOCAL_SERVICE_THREAD = "panda-local"
 """``locking_thread_name`` of request rows served by the local service."""
-
-
-class ReportTransport(Protocol):
-    """The transport calls reporting needs (see ``idds_transport``)."""
-
-    def get_requests(self, request_id: int | None = None, with_detail: bool = False) -> list[dict]:
-        """Return request rows."""
-
-    def get_contents_output_ext(self, request_id: int, workload_id: int | None) -> dict[str, list[dict]]:
-        """Return per-job rows grouped by transform id."""
 
 
 @dataclasses.dataclass(slots=True)
@@ -183,7 +176,7 @@ def _indexed_record(request_id: int) -> SubmitRecord | None:
 
 
 def build_run_reports(
-    transport: ReportTransport,
+    transport: IDDSTransport,
     wms_workflow_id: str | None,
     user: str | None,
     hist: float,
@@ -193,7 +186,7 @@ def build_run_reports(
 
     Parameters
     ----------
-    transport : `ReportTransport`
+    transport : `IDDSTransport`
         How to reach iDDS.
     wms_workflow_id : `str` or `None`
         A request id or submit directory; `None` for a summary of runs.
@@ -226,12 +219,12 @@ def build_run_reports(
     return [report], ""
 
 
-def run_report(transport: ReportTransport, ref: RunRef, return_exit_codes: bool) -> WmsRunReport | None:
+def run_report(transport: IDDSTransport, ref: RunRef, return_exit_codes: bool) -> WmsRunReport | None:
     """Build the report of one run.
 
     Parameters
     ----------
-    transport : `ReportTransport`
+    transport : `IDDSTransport`
         How to reach iDDS.
     ref : `RunRef`
         The run.
@@ -467,21 +460,27 @@ def _sum_counts(parts: Iterable[Mapping[WmsStates, int]]) -> dict[WmsStates, int
     return total
 
 
-def _job_reports(transport: ReportTransport, request_id: int, tasks: Iterable[_Task]) -> list[WmsJobReport]:
+def _job_reports(transport: IDDSTransport, request_id: int, tasks: Iterable[_Task]) -> list[WmsJobReport]:
     """Fetch the per-job rows of every released task."""
     jobs: list[WmsJobReport] = []
+    replies: dict[int | None, dict[str, list[dict]]] = {}
     for task in tasks:
         if task.row is None:
             continue
-        workload_id = task.row.get("transform_workload_id")
-        groups = transport.get_contents_output_ext(request_id, workload_id)
-        for content in _task_contents(groups, task.row.get("transform_id")):
+        workload_id = _opt_int(task.row.get("transform_workload_id"))
+        if workload_id not in replies:  # without a JEDI id: one query for all
+            replies[workload_id] = transport.get_contents_output_ext(request_id, workload_id)
+        for content in _task_contents(replies[workload_id], task.row.get("transform_id")):
             jobs.append(_job_report(content, task.label, workload_id))
     return jobs
 
 
 def _task_contents(groups: Mapping[str, list[dict]], transform_id: object) -> list[dict]:
-    """Pick a task's rows out of a contents reply grouped by transform."""
+    """Pick a task's rows out of a contents reply grouped by transform.
+
+    A reply of one group is the task's even if keyed otherwise (by JEDI
+    task id, ``group_by_jedi_task_id``).
+    """
     if not isinstance(groups, Mapping):
         return []
     mine = groups.get(str(transform_id))
@@ -556,7 +555,7 @@ def _specific_info(request_id: int, head: Mapping[str, Any], tasks: Iterable[_Ta
     return info
 
 
-def _summaries(transport: ReportTransport, user: str | None, hist: float) -> tuple[list[WmsRunReport], str]:
+def _summaries(transport: IDDSTransport, user: str | None, hist: float) -> tuple[list[WmsRunReport], str]:
     """One report per run of ``user`` active or ended within ``hist`` days."""
     try:
         rows = transport.get_requests()

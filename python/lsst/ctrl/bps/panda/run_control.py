@@ -33,7 +33,7 @@ __all__ = [
 
 import logging
 from collections.abc import Mapping
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 from lsst.ctrl.bps import WmsStates
 
@@ -46,6 +46,9 @@ from .exceptions import (
 )
 from .reporting import RunRef, request_status_name, resolve_run
 from .status_mapping import ACTIVE_REQUEST_STATES, request_state
+
+if TYPE_CHECKING:
+    from .idds_transport import IDDSTransport
 
 _LOG = logging.getLogger(__name__)
 
@@ -77,23 +80,7 @@ _SERVICE_ERRORS = (IDDSRequestError, PandaAuthError, PanDAConfigError)
 _CANCEL_POINTLESS = frozenset({"Finished", "SubFinished", "Failed", "Expired", "Cancelled"})
 
 
-class ControlTransport(Protocol):
-    """The transport calls run control needs (see ``idds_transport``)."""
-
-    def ping(self) -> dict:
-        """Ping the relay and iDDS."""
-
-    def get_requests(self, request_id: int | None = None, with_detail: bool = False) -> list[dict]:
-        """Return request rows."""
-
-    def abort(self, request_id: int) -> str:
-        """Abort a request."""
-
-    def retry(self, request_id: int) -> str:
-        """Retry the failed jobs of a request."""
-
-
-def _head(transport: ControlTransport, ref: RunRef) -> dict[str, Any] | None:
+def _head(transport: IDDSTransport, ref: RunRef) -> dict[str, Any] | None:
     """Return the request row of a run (no detail), `None` if unknown."""
     rows = transport.get_requests(ref.request_id)
     return dict(rows[0]) if rows else None
@@ -104,12 +91,12 @@ def _unknown(ref: RunRef) -> str:
     return f"No run found for id '{ref.given}' (iDDS request {ref.request_id} is unknown to the server)"
 
 
-def get_status(transport: ControlTransport, wms_id: str) -> tuple[WmsStates, str]:
+def get_status(transport: IDDSTransport, wms_id: str) -> tuple[WmsStates, str]:
     """Return the state of a run, cheaply (no detail query).
 
     Parameters
     ----------
-    transport : `ControlTransport`
+    transport : `IDDSTransport`
         How to reach iDDS.
     wms_id : `str`
         Request id or submit directory.
@@ -136,12 +123,12 @@ def get_status(transport: ControlTransport, wms_id: str) -> tuple[WmsStates, str
     return state, ""
 
 
-def list_submitted(transport: ControlTransport, wms_id: str | None, user: str | None) -> list[str]:
+def list_submitted(transport: IDDSTransport, wms_id: str | None, user: str | None) -> list[str]:
     """Return request ids of runs to act on (``bps cancel``).
 
     Parameters
     ----------
-    transport : `ControlTransport`
+    transport : `IDDSTransport`
         How to reach iDDS.
     wms_id : `str` or `None`
         A request id or submit directory.
@@ -174,7 +161,7 @@ def list_submitted(transport: ControlTransport, wms_id: str | None, user: str | 
     ]
 
 
-def _list_one(transport: ControlTransport, wms_id: str) -> list[str]:
+def _list_one(transport: IDDSTransport, wms_id: str) -> list[str]:
     """Ids matching one run id or submit directory."""
     try:
         ref = resolve_run(wms_id)
@@ -189,12 +176,12 @@ def _list_one(transport: ControlTransport, wms_id: str) -> list[str]:
     return [str(ref.request_id)] if head is not None else []
 
 
-def cancel(transport: ControlTransport, wms_id: str) -> tuple[bool, str]:
+def cancel(transport: IDDSTransport, wms_id: str) -> tuple[bool, str]:
     """Abort a run.
 
     Parameters
     ----------
-    transport : `ControlTransport`
+    transport : `IDDSTransport`
         How to reach iDDS.
     wms_id : `str`
         Request id or submit directory.
@@ -222,12 +209,12 @@ def cancel(transport: ControlTransport, wms_id: str) -> tuple[bool, str]:
     return True, f"Abort of request {ref.request_id} registered: {result}"
 
 
-def restart(transport: ControlTransport, wms_id: str) -> tuple[str | None, str | None, str | None]:
+def restart(transport: IDDSTransport, wms_id: str) -> tuple[str | None, str | None, str | None]:
     """Retry the failed jobs of a terminated run, in place.
 
     Parameters
     ----------
-    transport : `ControlTransport`
+    transport : `IDDSTransport`
         How to reach iDDS.
     wms_id : `str`
         Request id or submit directory.
@@ -292,12 +279,12 @@ def _is_auth_failure(exc: IDDSRequestError) -> bool:
     return any(hint in detail for hint in _AUTH_HINTS)
 
 
-def ping(transport: ControlTransport) -> tuple[int, str | None]:
+def ping(transport: IDDSTransport) -> tuple[int, str | None]:
     """Check the relay is reachable and authentication works.
 
     Parameters
     ----------
-    transport : `ControlTransport`
+    transport : `IDDSTransport`
         How to reach iDDS.
 
     Returns
@@ -322,12 +309,12 @@ def ping(transport: ControlTransport) -> tuple[int, str | None]:
     return 0, None
 
 
-def submission_checks(transport: ControlTransport) -> None:
+def submission_checks(transport: IDDSTransport) -> None:
     """Check the service is usable before a submission.
 
     Parameters
     ----------
-    transport : `ControlTransport`
+    transport : `IDDSTransport`
         How to reach iDDS.
 
     Raises
@@ -344,7 +331,7 @@ def submission_checks(transport: ControlTransport) -> None:
     _ping_relay(transport)
 
 
-def _ping_relay(transport: ControlTransport) -> None:
+def _ping_relay(transport: IDDSTransport) -> None:
     """Ping the relay and iDDS through the transport.
 
     Raises
