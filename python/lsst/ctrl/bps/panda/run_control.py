@@ -44,6 +44,7 @@ from .exceptions import (
     PanDAConfigError,
     PanDAUnreachableError,
 )
+from .oidc_token import check_token
 from .reporting import RunRef, request_status_name, resolve_run
 from .status_mapping import ACTIVE_REQUEST_STATES, request_state
 
@@ -266,9 +267,7 @@ def _check_token() -> None:
     PandaAuthError
         If the token is missing, unreadable, expired or about to expire.
     """
-    from . import oidc_token
-
-    claims = oidc_token.check_token(TOKEN_MIN_VALID_SECONDS)
+    claims = check_token(TOKEN_MIN_VALID_SECONDS)
     if claims is not None:
         _LOG.debug("OIDC token of %s is valid", claims.get("name") or claims.get("sub"))
 
