@@ -21,7 +21,7 @@ edges.
 
 from __future__ import annotations
 
-__all__ = ["GeneratedWorkflow", "IDDSWorkflowGenerator"]
+__all__ = ["GeneratedWorkflow", "IDDSWorkflowGenerator", "even_slices"]
 
 import dataclasses
 import logging
@@ -157,6 +157,32 @@ def _is_dir(uri: str) -> bool:
     if parsed.scheme in ("", "file"):
         return os.path.isdir(urllib.parse.unquote(parsed.path) if parsed.scheme else uri)
     return False
+
+
+def even_slices(count: int, limit: int) -> list[tuple[int, int]]:
+    """Split ``count`` items into the fewest slices of at most ``limit``,
+    sizes differing by at most one.
+
+    Parameters
+    ----------
+    count : `int`
+        Number of items.
+    limit : `int`
+        Largest slice.
+
+    Returns
+    -------
+    slices : `list` [`tuple` [`int`, `int`]]
+        Start and end of each slice.
+    """
+    chunks = math.ceil(count / limit)
+    size, larger = divmod(count, chunks) if chunks else (0, 0)
+    slices, start = [], 0
+    for index in range(chunks):
+        end = start + size + (index < larger)
+        slices.append((start, end))
+        start = end
+    return slices
 
 
 def _number(job: GenericWorkflowJob, attr: str, value: Any, fallback: int) -> int:
@@ -562,15 +588,13 @@ class IDDSWorkflowGenerator:
             order_id = 0
             chunk_count = 0
             for group in labels[label].values():
-                count = math.ceil(len(group.names) / limit)
-                size = math.ceil(len(group.names) / count)
-                for start in range(0, len(group.names), size):
+                for start, end in even_slices(len(group.names), limit):
                     self._task_count += 1
                     chunk_count += 1
                     task_name = (
                         f"{self.generic_workflow.name}_{self._task_count:02d}_{label}_{chunk_count:02d}"
                     )
-                    names = group.names[start : start + size]
+                    names = group.names[start:end]
                     self._name_jobs(task_name, label, names, order_id)
                     self._tasks[task_name] = TaskRecord(label, len(names))
                     chunks.append(_Chunk(task_name, self._task_count, group, names, order_id))

@@ -49,7 +49,7 @@ def workflow_labels(generic_workflow: GenericWorkflow) -> list[str]:
     labels : `list` [`str`]
         Labels, each once.
     """
-    labels: dict[str, None] = dict.fromkeys(generic_workflow.labels)
+    labels: dict[str, None] = {}
     pending: list[GenericWorkflow] = [generic_workflow]
     final = generic_workflow.get_final()
     if isinstance(final, GenericWorkflow):
