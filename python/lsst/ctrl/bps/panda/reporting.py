@@ -491,7 +491,7 @@ def _task_contents(groups: Mapping[str, list[dict]], transform_id: object) -> li
 
 def _job_report(content: Mapping[str, Any], label: str, task_id: object) -> PandaJobReport:
     """Turn one contents row into a job report."""
-    status = content.get("substatus") or content.get("status")
+    status = content.get("status") or content.get("substatus")
     state = content_state(status) if status is not None else job_state(content.get("job_status"))
     name = str(content.get("name") or content.get("job_name") or "")
     panda_id = content.get("panda_id")
