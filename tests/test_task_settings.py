@@ -88,13 +88,17 @@ def test_invalid_key_named(tmp_path: Path, values: dict[str, Any], key: str) -> 
     assert info.value.key == key
 
 
-def test_plugin_defaults_missing_named(tmp_path: Path) -> None:
-    """A config built without the plugin defaults names a key it lacks."""
-    config = BpsConfig(
-        {"computeSite": "S", "fileDistributionEndPoint": "/d", "submitPath": "/s", "uniqProcName": "r"}
-    )
-    with pytest.raises(PanDAConfigError, match="not set .is wmsServiceClass"):
-        ServiceSettings.from_config(config)
+def test_config_without_plugin_defaults(tmp_path: Path) -> None:
+    """A config built by hand, without the plugin defaults merged, gets
+    them from the packaged YAML; required keys are still required."""
+    values = {"fileDistributionEndPoint": "/d", "submitPath": "/s", "uniqProcName": "r"}
+    settings = ServiceSettings.from_config(BpsConfig({"computeSite": "S", **values}), ["a"])
+    defaults = yaml.safe_load(DEFAULTS.read_text())
+    assert settings.max_jobs_per_task == defaults["maxJobsPerTask"]
+    assert settings.runner_command == defaults["runnerCommand"]
+    assert settings.label("a").vo == defaults["vo"]
+    with pytest.raises(PanDAConfigError, match="computeSite"):
+        ServiceSettings.from_config(BpsConfig(values))
 
 
 def test_runner_command_one_line_env_kept(tmp_path: Path) -> None:

@@ -16,7 +16,7 @@ from typing import Any
 
 from idds.common.utils import json_dumps
 
-from lsst.ctrl.bps import BaseWmsWorkflow, GenericWorkflow, GenericWorkflowNodeType
+from lsst.ctrl.bps import BaseWmsWorkflow, GenericWorkflow, GenericWorkflowJob, GenericWorkflowNodeType
 
 from .constants import WORKFLOW_JSON_FILENAME
 from .idds_workflow_generator import QNODE_MAP_FILENAME, GeneratedWorkflow, IDDSWorkflowGenerator
@@ -54,16 +54,16 @@ def workflow_labels(generic_workflow: GenericWorkflow) -> list[str]:
     final = generic_workflow.get_final()
     if isinstance(final, GenericWorkflow):
         pending.append(final)
-    elif final is not None:
-        labels[final.label] = None
     while pending:
-        graph = pending.pop()
+        graph = pending.pop(0)
         for _, node in graph.nodes(data="job"):
             kind = node.node_type
             if kind is GenericWorkflowNodeType.GROUP:
                 pending.append(node)
             elif kind is GenericWorkflowNodeType.PAYLOAD and node.label not in labels:
                 labels[node.label] = None
+    if isinstance(final, GenericWorkflowJob):
+        labels[final.label] = None
     return list(labels)
 
 

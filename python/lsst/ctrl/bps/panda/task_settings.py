@@ -10,9 +10,9 @@ translation itself works from the frozen settings and the attributes
 ctrl_bps already set on every `~lsst.ctrl.bps.GenericWorkflowJob`.
 
 Every default lives in ``etc/panda_defaults.yaml``, which BPS merges under
-the user's configuration; a key missing here means the defaults were not
-merged (``wmsServiceClass`` not set to this plugin) or were removed, and is
-reported as a `PanDAConfigError` naming the key.
+the user's configuration (and which is read directly for a configuration
+built without it). A missing required key or an invalid value is reported
+as a `PanDAConfigError` naming the key.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from __future__ import annotations
 __all__ = ["LabelSettings", "ServiceSettings", "TaskSettings", "normalise_endpoint"]
 
 import dataclasses
+import functools
 import logging
 import os
 import re
@@ -27,7 +28,7 @@ from collections.abc import Iterable, Mapping
 from types import MappingProxyType
 from typing import Any
 
-from .constants import CMD_LINE_TOKEN, IDDS_MAX_NAME_LENGTH_DEFAULT
+from .constants import CMD_LINE_TOKEN, DEFAULTS_URI, IDDS_MAX_NAME_LENGTH_DEFAULT
 from .exceptions import PanDAConfigError
 
 _LOG = logging.getLogger(__name__)
@@ -80,9 +81,30 @@ def _search(config: Any, key: str, opt: dict[str, Any] | None = None) -> Any:
         Raised if the key is absent.
     """
     found, value = config.search(key, opt=dict(opt or {}))
-    if not found:
-        raise PanDAConfigError(key, "not set (is wmsServiceClass lsst.ctrl.bps.panda.PanDAService?)")
-    return value
+    if found:
+        return value
+    defaults = _packaged_defaults()
+    if key in defaults:  # a config built without the plugin defaults merged
+        return defaults[key]
+    raise PanDAConfigError(key, "not set, and the plugin has no default for it")
+
+
+@functools.cache
+def _packaged_defaults() -> Mapping[str, Any]:
+    """Return the root values of the packaged defaults YAML.
+
+    BPS merges that file into every configuration it builds; this is for
+    configurations built without it (e.g. by hand).
+
+    Returns
+    -------
+    defaults : `~collections.abc.Mapping` [`str`, `~typing.Any`]
+        Key to value (sections excluded).
+    """
+    from lsst.daf.butler import Config
+
+    config = Config(DEFAULTS_URI)
+    return MappingProxyType({key: config[key] for key in config if not isinstance(config[key], Config)})
 
 
 def _typed(config: Any, key: str, kind: type, opt: dict[str, Any] | None = None) -> Any:
