@@ -41,12 +41,16 @@ _KILL_GRACE = 5.0
 EXIT_CODE_FILE = "payload.exitcode"
 """Written by the job's wrapper shell when the payload ends."""
 
-# Runs the payload ($1) in a child bash and records its exit status next to
-# its logs, so a result reached while the service was down is not lost.
+# Runs the payload ($1) in this bash (no extra process) and, when it ends,
+# records its exit status next to its logs, so a result reached while the
+# service was down is not lost. A job killed by SIGTERM/SIGINT (abort, stop)
+# records nothing; neither does one killed by SIGKILL. A crash can leave the
+# file empty, never wrong; an empty or missing file means the attempt is lost
+# and runs again.
 _WRAPPER = (
-    'bash -c "$1"; rc=$?; '
-    f'printf "%d\\n" "$rc" > {EXIT_CODE_FILE}.tmp && mv -f {EXIT_CODE_FILE}.tmp {EXIT_CODE_FILE}; '
-    'exit "$rc"'
+    f'trap \'printf "%d\\n" "$?" > {EXIT_CODE_FILE}\' EXIT; '
+    'trap "trap - EXIT; exit 143" TERM; trap "trap - EXIT; exit 130" INT; '
+    '__panda_local_payload=$1; shift; eval "$__panda_local_payload"'
 )
 
 
