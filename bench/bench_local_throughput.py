@@ -37,7 +37,7 @@ from typing import Any
 
 os.environ.setdefault("PANDA_BEHIND_REAL_LB", "1")
 
-from lsst.ctrl.bps.panda.local.testing import (  # noqa: E402
+from lsst.ctrl.bps.panda.local.testing import (
     JobDef,
     LocalService,
     WorkDef,
