@@ -16,8 +16,18 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
-from rs_helpers import Config, chain_workflow, five_label, service, three_label, unique_name
-from rs_stack import RealStack, real_backend
+from rs_helpers import (
+    Config,
+    chain_workflow,
+    enum_name,
+    five_label,
+    payload,
+    service,
+    shape_differences,
+    three_label,
+    unique_name,
+)
+from rs_stack import RealStack, local_backend, real_backend
 
 pytestmark = [pytest.mark.realstack, pytest.mark.timeout(600)]
 
@@ -179,3 +189,24 @@ def test_works_become_transforms_and_contents(
         edges = [(parent.split("+", 1)[0], child.split("+", 1)[0]) for _, child, _, parent in rows]
         assert len(edges) == len(set(edges)), "every edge exactly once"
         assert set(edges) == got.edges
+
+
+def test_detail_rows_agree_with_local(
+    agents: RealStack, submitted: dict[str, Case], local_service: Any
+) -> None:
+    """Once iDDS has built transforms, its rows have the local rows' types."""
+    got = submitted["chain_by_hand"]
+    settled_counts(agents, got.request_id, got.works)
+    real = real_backend(agents)
+    with real.active():
+        real_rows = payload(real.api().get_requests(request_id=got.request_id, with_detail=True))
+    assert len(real_rows) == len(got.works) and all(row["request_id"] == got.request_id for row in real_rows)
+    assert all(enum_name(row["transform_status"]) for row in real_rows)
+    local = local_backend(local_service)
+    with local.active():
+        api = local.api()
+        request_id = payload(api.submit(chain_workflow(unique_name("agree"))))
+        local_rows = payload(api.get_requests(request_id=request_id, with_detail=True))
+    assert len(local_rows) == len(real_rows)
+    diffs = shape_differences(real_rows, local_rows)
+    assert diffs == [], "\n".join(diffs)
