@@ -12,6 +12,7 @@ Exits 0 when the run SUCCEEDED, 1 when it ended otherwise, 2 on timeout.
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 import time
 
@@ -39,6 +40,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--timeout", type=float, default=1800.0)
     parser.add_argument("--interval", type=float, default=3.0)
     args = parser.parse_args(argv)
+    # panda-client's HTTP library logs every request at INFO: keep progress readable.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
     service = PanDAService({})
     deadline = time.monotonic() + args.timeout
     last = ""

@@ -11,6 +11,8 @@ here=$(cd "$(dirname "$0")/.." && pwd)
 venv=${VENV:-$here/.venv}
 export PATH="$venv/bin:$PATH"
 export PANDA_BEHIND_REAL_LB=1
+# bps commands without a submit file (ping, report) use this WMS.
+export BPS_WMS_SERVICE_CLASS=lsst.ctrl.bps.panda.PanDAService
 ndet=${NDET:-3}
 demo=$(mkdir -p "${DEMO_DIR:-$here/build/demo}" && cd "${DEMO_DIR:-$here/build/demo}" && pwd)
 state="$demo/panda-local"

@@ -27,6 +27,15 @@ DEFAULT_VO = "Rubin"
 """``PANDA_AUTH_VO`` given to clients (sent as ``Origin``; not checked)."""
 
 
+DECODER_VARIABLE = "PANDA_LOCAL_DECODER"
+"""Job environment variable: path of the edge-node decoder script."""
+
+DECODER_PATH = os.path.join(
+    os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "edgenode", "cmd_line_decoder.py"
+)
+"""This package's decoder, as a file (``config/bps_local.yaml`` runs it)."""
+
+
 class LocalServiceError(RuntimeError):
     """The local service cannot be started, reached or stopped."""
 
@@ -126,8 +135,10 @@ def job_env(client: dict[str, str]) -> dict[str, str]:
     """Return the base environment of every job.
 
     The service's own environment, the client exports (so a job can talk
-    to the service), and this Python's ``bin`` directory first on ``PATH``
-    so that ``python3`` in ``runnerCommand`` is the service's Python.
+    to the service), this Python's ``bin`` directory first on ``PATH`` so
+    that ``python3`` in ``runnerCommand`` is the service's Python, and
+    `DECODER_VARIABLE` naming this package's edge-node decoder file (run by
+    path, it starts without importing ``lsst.ctrl.bps``).
 
     Parameters
     ----------
@@ -143,6 +154,7 @@ def job_env(client: dict[str, str]) -> dict[str, str]:
     env.update(client)
     bindir = os.path.dirname(os.path.abspath(sys.executable))
     env["PATH"] = os.pathsep.join([bindir, env.get("PATH", os.defpath)])
+    env[DECODER_VARIABLE] = DECODER_PATH
     return env
 
 
