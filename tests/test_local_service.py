@@ -158,6 +158,12 @@ def test_contents_output_ext_per_job(client: RelayClient, tmp_path: Path) -> Non
     assert all(str(row["transform_id"]) == transform_id for row in rows)
     one = client.result("get_contents_output_ext", request_id=request_id, transform_id=int(transform_id))
     assert one == groups
+    (row,) = client.result("get_requests", request_id=request_id, with_detail=True)
+    task = client.result(
+        "get_contents_output_ext", request_id=request_id, workload_id=row["transform_workload_id"]
+    )
+    assert task == groups
+    assert client.result("get_contents_output_ext", request_id=request_id, workload_id=987654) == {}
 
 
 def test_submit_split_into_steps(client: RelayClient, tmp_path: Path) -> None:

@@ -108,11 +108,17 @@ class CommandSet:
         self, user: str, request_id: int | None = None, workload_id: int | None = None,
         transform_id: int | None = None, group_by_jedi_task_id: bool = False,
     ) -> dict[str, list[dict[str, Any]]] | list[Any]:  # fmt: skip
-        """``get_contents_output_ext(...)``: per-job rows by transform id."""
+        """``get_contents_output_ext(...)``: per-job rows by transform id.
+
+        ``workload_id`` (a JEDI task id) selects one transform like
+        ``transform_id``: here every transform is its own task, with the
+        same id.
+        """
         if request_id is None:
             return [False, "Bad request: request_id must not be None"]
         with self.store.begin() as conn:
-            rid, tid = int(request_id), _as_id(transform_id)
+            rid = int(request_id)
+            tid = _as_id(transform_id) if transform_id is not None else _as_id(workload_id)
             return self.rows.output_contents(conn, rid, tid, group_by_jedi_task_id)
 
     def cmd_abort(
