@@ -40,7 +40,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--timeout", type=float, default=1800.0)
     parser.add_argument("--interval", type=float, default=3.0)
     args = parser.parse_args(argv)
-    # panda-client's HTTP library logs every request at INFO: keep progress readable.
+    # panda-client's HTTP library logs each request at INFO: keep it quiet.
     logging.getLogger("httpx").setLevel(logging.WARNING)
     service = PanDAService({})
     deadline = time.monotonic() + args.timeout
