@@ -21,7 +21,6 @@ import sys
 import time
 
 KID = "realstack-1"
-UNTRUSTED_KID = "realstack-1"  # same kid, other key: the signature check must catch it
 
 
 def _b64int(value):
@@ -36,8 +35,11 @@ def _new_key(path):
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "wb") as f:
-        f.write(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                  serialization.NoEncryption()))
+        f.write(
+            key.private_bytes(
+                serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+            )
+        )
     return key
 
 
@@ -67,7 +69,11 @@ def init(directory, issuer, client_id):
     _write_json(os.path.join(directory, "jwks.json"), {"keys": [jwk]})
     _write_json(
         os.path.join(directory, "openid-configuration.json"),
-        {"issuer": issuer, "jwks_uri": issuer.rstrip("/") + "/jwks", "id_token_signing_alg_values_supported": ["RS256"]},
+        {
+            "issuer": issuer,
+            "jwks_uri": issuer.rstrip("/") + "/jwks",
+            "id_token_signing_alg_values_supported": ["RS256"],
+        },
     )
     _write_json(os.path.join(directory, "client.json"), {"issuer": issuer, "client_id": client_id})
 
