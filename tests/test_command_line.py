@@ -30,7 +30,6 @@ from lsst.ctrl.bps.panda.command_line import (
     encode_hex,
     export_prefix,
     files_field,
-    lazy_params,
     pseudo_input_name,
 )
 from lsst.ctrl.bps.panda.panda_workflow import PandaBpsWmsWorkflow
@@ -115,16 +114,23 @@ def test_resolution_cached_per_values() -> None:
     assert first.lazy == ("qgraphNodeId",)
 
 
-def test_lazy_params_and_pseudo_name() -> None:
+def test_pseudo_names() -> None:
     template = CommandTemplate("/bin/run", "{qgraphNodeId}", {}, ("qgraphNodeId", "qgraphId"))
     command = template.resolve((), _context())
-    params = lazy_params("j", command, ("qgraphNodeId", "qgraphId"), {"qgraphNodeId": "a,b", "qgraphId": 7})
-    assert params == [("qgraphNodeId", "a,b"), ("qgraphId", "")]
-    assert pseudo_input_name("j", params) == "j+qgraphNodeId:a,b+qgraphId:"
+    assert command.lazy == ("qgraphNodeId",)
+    cmdvals = {"qgraphNodeId": "a,b", "qgraphId": 7}
+    assert command.pseudo_name("j", "j", cmdvals) == "j+qgraphNodeId:a,b+qgraphId:"
+    assert (
+        pseudo_input_name("j", [("qgraphNodeId", "a,b"), ("qgraphId", "")]) == "j+qgraphNodeId:a,b+qgraphId:"
+    )
+    both = CommandTemplate("/bin/run", "{qgraphId} {qgraphNodeId}", {}, ("qgraphNodeId", "qgraphId"))
+    assert both.resolve((), _context()).pseudo_name("j", "b", cmdvals) == "b+qgraphNodeId:a,b+qgraphId:7"
+    none = CommandTemplate("/bin/run", "", {}, ("qgraphNodeId", "qgraphId")).resolve((), _context())
+    assert none.pseudo_name("j", "b", cmdvals) == "b+qgraphNodeId:+qgraphId:"
     with pytest.raises(CommandLineError, match="'j'.*no value"):
-        lazy_params("j", command, ("qgraphNodeId",), {})
+        command.pseudo_name("j", "j", {})
     with pytest.raises(CommandLineError, match="'j'.*12:30"):
-        lazy_params("j", command, ("qgraphNodeId",), {"qgraphNodeId": "12:30"})
+        command.pseudo_name("j", "j", {"qgraphNodeId": "12:30"})
 
 
 @pytest.mark.parametrize("bad", ["a+b", "a:b", "a b", "a\tb", ""])

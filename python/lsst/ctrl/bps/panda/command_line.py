@@ -48,15 +48,15 @@ __all__ = [
     "encode_hex",
     "export_prefix",
     "files_field",
-    "lazy_params",
     "pseudo_input_name",
 ]
 
+import operator
 import re
 import shlex
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Self
 
 if __package__:
     from .constants import CMD_LINE_TOKEN, IN_PLACEHOLDER, NO_DIRECT_IO
@@ -75,6 +75,7 @@ _FILE = re.compile(r"<FILE:([^<>]+)>")
 _WMS = re.compile(r"<WMS:([^<>]+)>")
 _FORBIDDEN = re.compile(r"[+:\s]")
 _FORBIDDEN_VALUE = re.compile(r"[+:\s']")
+_NO_VALUE = object()
 
 
 class CommandLineError(ValueError):
@@ -281,6 +282,76 @@ class ResolvedCommand:
     text: str
     lazy: tuple[str, ...]
     worker_files: tuple[str, ...]
+    segments: tuple[str, ...] = ()
+
+    @classmethod
+    def build(cls, text: str, placeholder_params: Iterable[str], worker_files: tuple[str, ...]) -> Self:
+        """Make a resolved command, finding the lazy names it contains.
+
+        Parameters
+        ----------
+        text : `str`
+            The command line.
+        placeholder_params : `~collections.abc.Iterable` [`str`]
+            ``placeholderParams``, in order.
+        worker_files : `tuple` [`str`, ...]
+            ``<FILE:key>`` keys left for the worker.
+
+        Returns
+        -------
+        command : `ResolvedCommand`
+            The command.
+        """
+        present = set(_VARIABLE.findall(text))
+        lazy: list[str] = []
+        segments = [""]
+        for name in placeholder_params:
+            segments[-1] += f"+{name}:"
+            if name in present:
+                lazy.append(name)
+                segments.append("")
+        return cls(text, tuple(lazy), worker_files, tuple(segments))
+
+    def pseudo_name(self, job: str, base: str, cmdvals: Mapping[str, Any]) -> str:
+        """Return a job's pseudo input name carrying its lazy values.
+
+        Parameters
+        ----------
+        job : `str`
+            Job name, for errors.
+        base : `str`
+            Start of the name (the job name).
+        cmdvals : `~collections.abc.Mapping` [`str`, `~typing.Any`]
+            The job's command values.
+
+        Returns
+        -------
+        name : `str`
+            ``<base>+<k1>:<v1>+<k2>:<v2>...`` with one item per
+            ``placeholderParams`` entry, values empty for names the command
+            does not use.
+
+        Raises
+        ------
+        CommandLineError
+            Raised if a used name has no value or a value the decoder cannot
+            carry.
+        """
+        segments = self.segments
+        if len(segments) == 2:  # one lazy name: the usual case (qgraphNodeId)
+            value = cmdvals.get(self.lazy[0], _NO_VALUE)
+            if isinstance(value, str) and not _FORBIDDEN_VALUE.search(value):
+                return base + segments[0] + value + segments[1]
+        parts = [base, segments[0]]
+        for index, name in enumerate(self.lazy, 1):
+            if name not in cmdvals:
+                raise CommandLineError(job, f"{{{name}}} is in the command line but has no value")
+            value = str(cmdvals[name])
+            if _FORBIDDEN_VALUE.search(value):
+                check_value(job, f"value of {name}", value)
+            parts.append(value)
+            parts.append(segments[index])
+        return "".join(parts)
 
 
 @dataclass(frozen=True, slots=True)
@@ -341,6 +412,7 @@ class CommandTemplate:
     environment: Mapping[str, str]
     placeholder_params: tuple[str, ...]
     variables: tuple[str, ...] = field(init=False)
+    _getter: Callable[[Mapping[str, Any]], tuple[Any, ...]] = field(init=False, repr=False)
     _cache: dict[tuple[Any, ...], ResolvedCommand] = field(init=False, default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -348,6 +420,13 @@ class CommandTemplate:
         texts = [self.executable, self.arguments, *self.environment.values()]
         found = dict.fromkeys(name for text in texts for name in _VARIABLE.findall(text))
         self.variables = tuple(name for name in found if name not in lazy)
+        if len(self.variables) > 1:
+            self._getter = operator.itemgetter(*self.variables)
+        elif self.variables:
+            single = self.variables[0]
+            self._getter = lambda cmdvals: (cmdvals[single],)
+        else:
+            self._getter = lambda cmdvals: ()
 
     def values(self, cmdvals: Mapping[str, Any]) -> tuple[Any, ...]:
         """Return the values this template needs from a job's ``cmdvals``.
@@ -367,7 +446,7 @@ class CommandTemplate:
         KeyError
             Raised with the name if a variable has no value.
         """
-        return tuple(cmdvals[name] for name in self.variables)
+        return self._getter(cmdvals)
 
     def cached(self, values: tuple[Any, ...], files_key: Any) -> ResolvedCommand | None:
         """Return the command already resolved for these values, if any.
@@ -428,9 +507,7 @@ class CommandTemplate:
         text = _ENV.sub(lambda m: context.submit_env.get(m[1], m[0]), text)
         worker_files: dict[str, None] = {}
         text = _FILE.sub(lambda m: _file(context, m[1], m[0], worker_files), text)
-        present = set(_VARIABLE.findall(text))
-        lazy = tuple(name for name in self.placeholder_params if name in present)
-        return ResolvedCommand(text, lazy, tuple(worker_files))
+        return ResolvedCommand.build(text, self.placeholder_params, tuple(worker_files))
 
 
 def _wms(job: str, name: str) -> str:
@@ -489,42 +566,3 @@ def _file(context: ResolveContext, key: str, original: str, worker_files: dict[s
         return ref.submit_value
     worker_files[key] = None
     return original
-
-
-def lazy_params(
-    job: str, command: ResolvedCommand, placeholder_params: tuple[str, ...], cmdvals: Mapping[str, Any]
-) -> list[tuple[str, str]]:
-    """Return the placeholder values a job's pseudo input name carries.
-
-    Parameters
-    ----------
-    job : `str`
-        Job name, for errors.
-    command : `ResolvedCommand`
-        The job's command.
-    placeholder_params : `tuple` [`str`, ...]
-        ``placeholderParams``, in order.
-    cmdvals : `~collections.abc.Mapping` [`str`, `~typing.Any`]
-        The job's command values.
-
-    Returns
-    -------
-    params : `list` [`tuple` [`str`, `str`]]
-        Name and value per placeholder param; empty for params the command
-        does not use.
-
-    Raises
-    ------
-    CommandLineError
-        Raised if a used param has no value or a value the decoder cannot
-        carry.
-    """
-    params = []
-    for name in placeholder_params:
-        value = ""
-        if name in command.lazy:
-            if name not in cmdvals:
-                raise CommandLineError(job, f"{{{name}}} is in the command line but has no value")
-            value = check_value(job, f"value of {name}", str(cmdvals[name]))
-        params.append((name, value))
-    return params

@@ -24,8 +24,10 @@ from __future__ import annotations
 __all__ = ["GeneratedWorkflow", "IDDSWorkflowGenerator", "even_slices"]
 
 import dataclasses
+import gc
 import logging
 import math
+import operator
 import os
 import urllib.parse
 from collections.abc import Iterable, Mapping
@@ -47,8 +49,6 @@ from .command_line import (
     compose_runner_command,
     encode_hex,
     files_field,
-    lazy_params,
-    pseudo_input_name,
 )
 from .constants import FINAL_PSEUDO_INPUT, NO_DIRECT_IO
 from .exceptions import WorkflowTranslationError
@@ -57,6 +57,8 @@ from .task_settings import ServiceSettings, TaskSettings
 from .workflow_graph import FlatWorkflow, flatten
 
 _LOG = logging.getLogger(__name__)
+
+_NAME = operator.attrgetter("name")
 
 ORDER_ID_MAP_KEY = "orderIdMapFilename"
 """Files key of the order-id (job-name) map."""
@@ -110,7 +112,7 @@ class GeneratedWorkflow:
 class _JobFiles:
     """Files of jobs sharing the same inputs, outputs and executable."""
 
-    key: tuple[Any, ...]
+    key: int
     refs: dict[str, FileRef]
     files: dict[str, str]
     direct_io: str
@@ -159,6 +161,32 @@ def _is_dir(uri: str) -> bool:
     return False
 
 
+def _assign_map(work: DomaPanDAWork, entries: list[dict[str, Any]], edges: int) -> None:
+    """Give a work its dependency map in one assignment.
+
+    The ``DomaPanDAWork.dependency_map`` setter re-checks, item by item,
+    what the generator guarantees by construction: names unique (job names
+    are; map names carry the label and a per-label order id), each no
+    longer than ``max_name_length`` (checked per job with the job's name
+    in the error), no dependency listed twice (parents are deduplicated)
+    and ``dependency_tasks`` (set by the caller). So the map is stored the
+    way the setter stores it, with the counts the setter records, and
+    without its second pass over every job.
+
+    Parameters
+    ----------
+    work : `DomaPanDAWork`
+        The work, ``dependency_tasks`` already set.
+    entries : `list` [`dict`]
+        The dependency map.
+    edges : `int`
+        Number of dependencies in it.
+    """
+    work._dependency_map = entries
+    work.num_inputs = len(entries)
+    work.num_dependencies = edges
+
+
 def even_slices(count: int, limit: int) -> list[tuple[int, int]]:
     """Split ``count`` items into the fewest slices of at most ``limit``,
     sizes differing by at most one.
@@ -185,15 +213,87 @@ def even_slices(count: int, limit: int) -> list[tuple[int, int]]:
     return slices
 
 
+_BPS_KEYS = {
+    "request_memory": "requestMemory",
+    "request_memory_max": "requestMemoryMax",
+    "request_cpus": "requestCpus",
+    "request_walltime": "requestWalltime",
+}
+
+
+def _chunk_max(jobs: list[GenericWorkflowJob], attr: str, fallback: int) -> int:
+    """Return the largest value of a numeric job attribute in a chunk.
+
+    Parameters
+    ----------
+    jobs : `list` [`lsst.ctrl.bps.GenericWorkflowJob`]
+        The chunk's jobs.
+    attr : `str`
+        Attribute name.
+    fallback : `int`
+        Value of jobs with the attribute unset.
+
+    Returns
+    -------
+    value : `int`
+        The maximum, rounded up.
+
+    Raises
+    ------
+    WorkflowTranslationError
+        Raised naming a job whose value is not a number.
+    """
+    getter = operator.attrgetter(attr)
+    try:
+        distinct: Iterable[Any] = set(map(getter, jobs))
+    except TypeError:  # unhashable values
+        distinct = list(map(getter, jobs))
+    numbers = []
+    for value in distinct:
+        try:
+            numbers.append(_as_number(value, fallback))
+        except (TypeError, ValueError) as exc:
+            job = next(j for j in jobs if getter(j) == value)
+            raise WorkflowTranslationError(
+                f"Job {job.name!r}: {_BPS_KEYS[attr]} {value!r} is not a number"
+            ) from exc
+    return max(numbers)
+
+
+def _as_number(value: Any, fallback: int) -> int:
+    """Return a value as an int rounded up, or the fallback if unset.
+
+    Parameters
+    ----------
+    value : `~typing.Any`
+        The value.
+    fallback : `int`
+        Used when the value is unset.
+
+    Returns
+    -------
+    number : `int`
+        The number.
+
+    Raises
+    ------
+    TypeError, ValueError
+        Raised if the value is not a number.
+    """
+    if value is None or value == "":
+        return fallback
+    return math.ceil(float(value))
+
+
 def _number(job: GenericWorkflowJob, attr: str, value: Any, fallback: int) -> int:
-    """Return a job attribute as a positive int, or the fallback if unset.
+    """Return a job attribute as an int, or the fallback if unset.
 
     Parameters
     ----------
     job : `lsst.ctrl.bps.GenericWorkflowJob`
         The job (for the error).
     attr : `str`
-        Attribute name (for the error).
+        BPS key (for the error).
     value : `~typing.Any`
         The value.
     fallback : `int`
@@ -209,10 +309,8 @@ def _number(job: GenericWorkflowJob, attr: str, value: Any, fallback: int) -> in
     WorkflowTranslationError
         Raised if the value is not a number.
     """
-    if value is None or value == "":
-        return fallback
     try:
-        return math.ceil(float(value))
+        return _as_number(value, fallback)
     except (TypeError, ValueError) as exc:
         raise WorkflowTranslationError(f"Job {job.name!r}: {attr} {value!r} is not a number") from exc
 
@@ -233,9 +331,13 @@ class IDDSWorkflowGenerator:
         self.generic_workflow = generic_workflow
         self._templates: dict[tuple[Any, ...], CommandTemplate] = {}
         self._files: dict[tuple[Any, ...], _JobFiles] = {}
+        self._files_by_id: dict[tuple[Any, ...], _JobFiles] = {}
+        self._last_files: tuple[Any, list[Any], list[Any], _JobFiles] | None = None
         self._where: dict[str, dict[str, str]] = {}
         self._task_count = 0
         self._pseudo: dict[str, str] = {}
+        self._task_of: dict[str, str] = {}
+        self._task_rank: dict[str, int] = {}
         self._stage: dict[str, str] = {}
         self._tasks: dict[str, TaskRecord] = {}
         self._order_map: dict[str, dict[str, str]] | None = {} if settings.enable_job_name_map else None
@@ -244,8 +346,6 @@ class IDDSWorkflowGenerator:
         )
         if settings.enable_qnode_map and settings.enable_job_name_map:
             _LOG.warning("enableJobNameMap and enableQnodeMap are both set; using the job-name map only")
-        suffix = pseudo_input_name("", ((name, "") for name in settings.placeholder_params))
-        self._empty_suffix = suffix
 
     def build(self) -> GeneratedWorkflow:
         """Translate the workflow.
@@ -260,6 +360,22 @@ class IDDSWorkflowGenerator:
         WorkflowTranslationError
             Raised, naming the job, if a job cannot be expressed in the
             site decoder's format or exceeds the iDDS name length.
+        """
+        collecting = gc.isenabled()
+        gc.disable()  # millions of acyclic containers: no cycle to collect
+        try:
+            return self._build()
+        finally:
+            if collecting:
+                gc.enable()
+
+    def _build(self) -> GeneratedWorkflow:
+        """Translate the workflow (`build` without the GC switch).
+
+        Returns
+        -------
+        generated : `GeneratedWorkflow`
+            The iDDS workflow and what submit needs with it.
         """
         workflow = Workflow(name=self.generic_workflow.name)
         flat = flatten(self.generic_workflow)
@@ -417,12 +533,7 @@ class IDDSWorkflowGenerator:
         if command is None:
             context = ResolveContext(name, self.settings.submit_env, files.refs, files.key)
             command = template.resolve(values, context)
-        base = FINAL_PSEUDO_INPUT if fixed_base else name
-        if command.lazy:
-            params = lazy_params(name, command, self.settings.placeholder_params, job.cmdvals)
-            pseudo = pseudo_input_name(base, params)
-        else:
-            pseudo = base + self._empty_suffix
+        pseudo = command.pseudo_name(name, FINAL_PSEUDO_INPUT if fixed_base else name, job.cmdvals)
         key = (
             command.text,
             files.key,
@@ -452,15 +563,18 @@ class IDDSWorkflowGenerator:
             Its template.
         """
         exe = job.executable
-        key = (id(exe), job.arguments, id(job.environment))
+        environment = job.environment
+        key = (id(exe), job.arguments, tuple(environment.items()) if environment else ())
         template = self._templates.get(key)
         if template is None:
             if exe is None or not exe.src_uri:
                 raise CommandLineError(name, "has no executable")
             executable = f"./{os.path.basename(exe.src_uri)}" if exe.transfer_executable else exe.src_uri
-            environment = {str(k): str(v) for k, v in (job.environment or {}).items()}
             template = CommandTemplate(
-                executable, job.arguments or "", environment, self.settings.placeholder_params
+                executable,
+                job.arguments or "",
+                {str(k): str(v) for k, v in (environment or {}).items()},
+                self.settings.placeholder_params,
             )
             self._templates[key] = template
         return template
@@ -485,14 +599,24 @@ class IDDSWorkflowGenerator:
         inputs = graph.get_job_inputs(name, data=True)
         outputs = graph.get_job_outputs(name, data=True)
         exe = job.executable
-        key = (id(exe), *[f.name for f in inputs], None, *[f.name for f in outputs])
-        found = self._files.get(key)
+        last = self._last_files
+        if last is not None and last[0] is exe and last[1] == inputs and last[2] == outputs:
+            return last[3]  # same file objects as the previous job (list == checks identity first)
+        # Jobs usually share their file objects: look up by identity first
+        # (the objects live as long as the workflow), then by names.
+        fast = (id(exe), tuple(map(id, inputs)), tuple(map(id, outputs)))
+        found = self._files_by_id.get(fast)
         if found is None:
-            found = self._files[key] = self._new_job_files(name, key, job, (inputs, outputs))
+            key = (id(exe), tuple(map(_NAME, inputs)), tuple(map(_NAME, outputs)))
+            found = self._files.get(key)
+            if found is None:
+                found = self._files[key] = self._new_job_files(name, len(self._files), job, (inputs, outputs))
+            self._files_by_id[fast] = found
+        self._last_files = (exe, inputs, outputs, found)
         return found
 
     def _new_job_files(
-        self, name: str, key: tuple, job: GenericWorkflowJob, io: tuple[list, list]
+        self, name: str, key: int, job: GenericWorkflowJob, io: tuple[list, list]
     ) -> _JobFiles:
         """Describe the files of a job (uncached `_job_files`).
 
@@ -500,8 +624,8 @@ class IDDSWorkflowGenerator:
         ----------
         name : `str`
             Job name (for errors).
-        key : `tuple`
-            Cache key.
+        key : `int`
+            Number identifying these files.
         job : `lsst.ctrl.bps.GenericWorkflowJob`
             The job.
         io : `tuple` [`list`, `list`]
@@ -597,6 +721,7 @@ class IDDSWorkflowGenerator:
                     names = group.names[start:end]
                     self._name_jobs(task_name, label, names, order_id)
                     self._tasks[task_name] = TaskRecord(label, len(names))
+                    self._task_rank[task_name] = self._task_count
                     chunks.append(_Chunk(task_name, self._task_count, group, names, order_id))
                     order_id += len(names)
         return chunks
@@ -641,7 +766,7 @@ class IDDSWorkflowGenerator:
         WorkflowTranslationError
             Raised naming the job if its name is longer than iDDS allows.
         """
-        pseudo, where = self._pseudo, self._where
+        pseudo, where, task_of = self._pseudo, self._where, self._task_of
         limit = self.settings.max_name_length
         order_map = None if self._order_map is None else self._order_map.setdefault(label, {})
         qnode_map = self._qnode_map
@@ -659,15 +784,15 @@ class IDDSWorkflowGenerator:
                     f"limit of {limit} (IDDS_MAX_NAME_LENGTH); set enableJobNameMap or enableQnodeMap"
                 )
             where[name] = {"task": task_name, "inputname": map_name}
+            task_of[name] = task_name
 
     # ------------------------------------------------------------ pass 3
 
     def _make_work(self, chunk: _Chunk, flat: FlatWorkflow) -> DomaPanDAWork:
         """Create the work of one chunk with its dependency map.
 
-        The map is built as a plain list and assigned once: the iDDS
-        setter validates it (unique names, unique dependencies, name
-        length) in one pass.
+        The map is built as a plain list and assigned once (see
+        `_assign_map`).
 
         Parameters
         ----------
@@ -681,19 +806,21 @@ class IDDSWorkflowGenerator:
         work : `DomaPanDAWork`
             The work.
         """
-        where = self._where
+        where, task_of = self._where, self._task_of
+        parents_of = flat.parents_function()
         entries = []
-        dependency_tasks: dict[str, None] = {}
+        dependency_tasks: set[str] = set()
+        edges = 0
         for index, name in enumerate(chunk.names, chunk.order_id):
-            parents = flat.parents(name)
+            parents = parents_of(name)
             deps = [where[p] for p in parents]
             entries.append({"name": where[name]["inputname"], "order_id": index, "dependencies": deps})
-            for dep in deps:
-                dependency_tasks[dep["task"]] = None
-        dependency_tasks.pop(chunk.task_name, None)
+            dependency_tasks.update(map(task_of.__getitem__, parents))
+            edges += len(deps)
+        dependency_tasks.discard(chunk.task_name)
         work = self._new_work(chunk, self._task_settings(chunk.group, chunk.names, flat))
-        work.dependency_tasks = list(dependency_tasks)
-        work.dependency_map = entries
+        work.dependency_tasks = sorted(dependency_tasks, key=self._task_rank.__getitem__)
+        _assign_map(work, entries, edges)
         return work
 
     def _task_settings(self, group: _Group, names: list[str], flat: FlatWorkflow) -> TaskSettings:
@@ -719,13 +846,11 @@ class IDDSWorkflowGenerator:
         settings = self.settings
         jobs = [flat.jobs[name] for name in names]
         first = jobs[0]
-        rss = max(_number(j, "requestMemory", j.request_memory, settings.request_memory) for j in jobs)
-        rss_max = max(
-            _number(j, "requestMemoryMax", j.request_memory_max, settings.request_memory_max) for j in jobs
-        )
-        cores = max(_number(j, "requestCpus", j.request_cpus, settings.request_cpus) for j in jobs)
-        minutes = [_number(j, "requestWalltime", j.request_walltime, 0) for j in jobs]
-        walltime = max(minutes) * 60 if any(minutes) else settings.max_walltime_seconds
+        rss = _chunk_max(jobs, "request_memory", settings.request_memory)
+        rss_max = _chunk_max(jobs, "request_memory_max", settings.request_memory_max)
+        cores = _chunk_max(jobs, "request_cpus", settings.request_cpus)
+        minutes = _chunk_max(jobs, "request_walltime", 0)
+        walltime = minutes * 60 if minutes else settings.max_walltime_seconds
         multiplier = first.memory_multiplier
         step = math.ceil(rss * float(multiplier)) if multiplier else 0
         return TaskSettings(

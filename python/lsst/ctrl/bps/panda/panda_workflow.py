@@ -8,9 +8,11 @@ from __future__ import annotations
 
 __all__ = ["PandaBpsWmsWorkflow"]
 
+import base64
 import json
 import logging
 import os
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -125,12 +127,38 @@ class PandaBpsWmsWorkflow(BaseWmsWorkflow):
         # Docstring inherited from BaseWmsWorkflow.write.
         directory = Path(out_prefix)
         directory.mkdir(parents=True, exist_ok=True)
+        self._zip_maps(True)
         document = json_dumps(self.idds_workflow, indent=1)
+        if len(document) > self.settings.max_request_length:
+            self._zip_maps(False)  # submit will split the request: keep plain lists
         (directory / WORKFLOW_JSON_FILENAME).write_text(document + "\n")
         if Path(self.submit_record.submit_path) != directory.resolve():
             _LOG.debug("Submit record kept in %s, not %s", self.submit_record.submit_path, directory)
         self.submit_record.write()
         _LOG.info("Wrote %s (%d bytes) into %s", WORKFLOW_JSON_FILENAME, len(document), directory)
+
+    def _zip_maps(self, zipped: bool) -> None:
+        """Store every work's dependency map zipped, or plain again.
+
+        iDDS zips each map (JSON, zlib, base64) whenever the workflow is
+        serialised: for the file written here, to measure the request and
+        to send it. A map stored already zipped (`zip_map`, same format)
+        is sent as is, so zipping once here makes the later
+        serialisations cheap. iDDS splits requests larger than
+        ``maxRequestLength`` from plain maps only, so such requests keep
+        them plain.
+
+        Parameters
+        ----------
+        zipped : `bool`
+            Zip the maps, or unzip them.
+        """
+        for work in self.idds_workflow.template.works.values():
+            data = work._dependency_map
+            if zipped and isinstance(data, list):
+                work._dependency_map = zip_map(data)
+            elif not zipped and isinstance(data, str):
+                work._dependency_map = work.unzip_data(data)
 
     def record_submission(self, request_id: int | str) -> None:
         """Record the iDDS request id of the submitted run.
@@ -144,6 +172,27 @@ class PandaBpsWmsWorkflow(BaseWmsWorkflow):
         self.submit_record.run_id = int(request_id)
         self.submit_record.write()
         self.submit_record.register()
+
+
+def zip_map(data: list[dict[str, Any]]) -> str:
+    """Zip a dependency map the way iDDS ``zip_data`` does, faster.
+
+    The format is iDDS's (``"idds_zip:"`` + base64 of zlib-compressed JSON),
+    read back by its ``unzip_data``; compact separators and zlib level 1
+    halve the time for a slightly larger result.
+
+    Parameters
+    ----------
+    data : `list` [`dict`]
+        The map.
+
+    Returns
+    -------
+    zipped : `str`
+        The zipped map.
+    """
+    text = json.dumps(data, separators=(",", ":"))
+    return "idds_zip:" + base64.b64encode(zlib.compress(text.encode(), 1)).decode()
 
 
 def _write_maps(generated: GeneratedWorkflow, settings: ServiceSettings, submit_path: str) -> None:
