@@ -59,6 +59,7 @@ for row in rows:
                          "exit": item.get("trans_exit_code")})
 print(json.dumps({
     "state": report.state.name,
+    "request_status": rows[0]["status"]["attributes"]["_name_"],
     "total": report.total_number_jobs,
     "summary": {label: {s.name: n for s, n in counts.items() if n}
                 for label, counts in (report.job_summary or {}).items()},
@@ -86,6 +87,7 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, dict[
     env.update(
         PATH=f"{BIN}{os.pathsep}{env.get('PATH', '')}",
         PANDA_BEHIND_REAL_LB="1",
+        BPS_WMS_SERVICE_CLASS="lsst.ctrl.bps.panda.PanDAService",  # bps report --id has no submit file
         PIPELINE=str(work / "pipeline.yaml"),
         REPO=str(work / "repo"),
         SUBMIT=str(work / "submit"),
@@ -148,6 +150,7 @@ def test_demo_pipeline_succeeds_and_writes_outputs(demo: tuple[Path, dict[str, s
     facts = _inspect(work, env, run_id)
     assert status == 0, facts
     assert facts["state"] == "SUCCEEDED"
+    assert facts["request_status"] == "Finished"
     n_jobs = 3 * DETECTORS + 2  # three quanta per detector, pipetaskInit and the final job
     assert facts["total"] == n_jobs
     assert len(facts["jobs"]) == n_jobs
@@ -186,6 +189,7 @@ def test_failing_quantum_is_retried_and_final_job_still_runs(demo: tuple[Path, d
     facts = _inspect(work, env, run_id)
     assert status == 1, facts
     assert facts["state"] == "FAILED"
+    assert facts["request_status"] == "SubFinished"
     jobs = facts["jobs"]
     failed = [job for job in jobs if job["status"] == "failed"]
     assert len(failed) == 1, jobs

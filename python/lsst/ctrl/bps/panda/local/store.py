@@ -173,6 +173,24 @@ def _primary_key(result: CursorResult[Any]) -> int:
     return int(key[0])
 
 
+def _insert_transform(conn: Connection, request_id: int, work: WorkSpec, now: float) -> int:
+    values = {
+        "request_id": request_id,
+        "internal_id": work.internal_id,
+        "name": work.name,
+        "executable": work.executable,
+        "max_attempt": work.max_attempt,
+        "core_count": work.core_count,
+        "gated": work.gated,
+        "released": not work.gated,
+        "status": (TransformStatus.New if work.gated else TransformStatus.Transforming).value,
+        "created_at": now,
+        "released_at": None if work.gated else now,
+        "updated_at": now,
+    }
+    return _primary_key(conn.execute(transforms.insert().values(**values)))
+
+
 class Store:
     """The service database.
 
@@ -289,24 +307,7 @@ class Store:
         job_ids: dict[tuple[str, str], int] = {}
         job_rows = []
         for work in works:
-            transform_id = _primary_key(
-                conn.execute(
-                    transforms.insert().values(
-                        request_id=request_id,
-                        internal_id=work.internal_id,
-                        name=work.name,
-                        executable=work.executable,
-                        max_attempt=work.max_attempt,
-                        core_count=work.core_count,
-                        gated=work.gated,
-                        released=not work.gated,
-                        status=(TransformStatus.New if work.gated else TransformStatus.Transforming).value,
-                        created_at=now,
-                        released_at=None if work.gated else now,
-                        updated_at=now,
-                    )
-                )
-            )
+            transform_id = _insert_transform(conn, request_id, work, now)
             for job in work.jobs:
                 job_ids[(work.name, job.name)] = next_job
                 job_rows.append(
