@@ -80,6 +80,10 @@ def find_python312() -> str | None:
     if pyenv:
         root = subprocess.run([pyenv, "root"], capture_output=True, text=True, check=False).stdout.strip()
         candidates += sorted(glob.glob(f"{root}/versions/3.12*/bin/python"), reverse=True)
+    # pyenv may be installed but not on PATH (e.g. a non-login CI shell)
+    for root in (os.environ.get("PYENV_ROOT", ""), os.path.expanduser("~/.pyenv")):
+        if root:
+            candidates += sorted(glob.glob(f"{root}/versions/3.12*/bin/python"), reverse=True)
     candidates.append(shutil.which("python3.12") or "")
     for cand in filter(None, candidates):
         probe = "import sys, venv, ensurepip; sys.exit(sys.version_info[:2] != (3, 12))"
@@ -99,10 +103,10 @@ def find_pg_bin() -> str | None:
 
 
 def _missing_tools() -> list[str]:
-    tools = ["bash", "setsid", "flock"]
-    if os.geteuid() == 0:
-        tools.append("runuser")
-    return [t for t in tools if shutil.which(t) is None]
+    missing = [t for t in ("bash", "setsid", "flock") if shutil.which(t) is None]
+    if os.geteuid() == 0 and not (shutil.which("runuser") or shutil.which("su")):
+        missing.append("runuser or su")
+    return missing
 
 
 def prerequisite_problem() -> str | None:
