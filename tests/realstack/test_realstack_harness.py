@@ -60,7 +60,7 @@ def test_parse_env_sh(tmp_path: Path) -> None:
 
 
 def test_client_env_applied_also_to_imported_pandaclient(monkeypatch: pytest.MonkeyPatch) -> None:
-    # a stand-in for an already imported pandaclient.Client (its URLs are read at import)
+    # stands in for an imported pandaclient.Client (URLs are read at import)
     client = types.SimpleNamespace(baseURL="http://old/", baseURLSSL="https://old/")
     monkeypatch.setitem(sys.modules, "pandaclient.Client", client)
     monkeypatch.setenv("IDDS_HOST", "http://elsewhere/idds")
