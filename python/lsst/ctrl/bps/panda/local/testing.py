@@ -20,6 +20,8 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -107,8 +109,9 @@ class RelayClient:
     """The panda-client iDDS API pointed at one local service.
 
     panda-client keeps its server URL in module globals read at import
-    time; this class sets them (and the ``PANDA_*`` variables) before every
-    call, so several services can be used from one process in turn.
+    time; this class sets them (and the ``PANDA_*`` variables) for the time
+    of each call only, so several services can be used from one process in
+    turn and nothing leaks into the rest of the process.
 
     Parameters
     ----------
@@ -119,17 +122,31 @@ class RelayClient:
     def __init__(self, exports: dict[str, str]) -> None:
         self.exports = dict(exports)
 
-    def _api(self) -> Any:
+    @contextmanager
+    def _environment(self) -> Iterator[Any]:
+        saved = {key: os.environ.get(key) for key in self.exports}
         os.environ.update(self.exports)
         import idds.common.utils
         from pandaclient import Client, idds_api
 
+        urls = (Client.baseURL, Client.baseURLSSL)
         Client.baseURL = self.exports["PANDA_URL"]
         Client.baseURLSSL = self.exports["PANDA_URL_SSL"]
-        return idds_api.get_api(idds.common.utils.json_dumps, compress=True, manager=True)
+        try:
+            yield idds_api.get_api(idds.common.utils.json_dumps, compress=True, manager=True)
+        finally:
+            Client.baseURL, Client.baseURLSSL = urls
+            for key, value in saved.items():
+                if value is None:
+                    os.environ.pop(key, None)
+                else:
+                    os.environ[key] = value
 
     def call(self, command: str, *args: Any, **kwargs: Any) -> tuple[int, Any]:
         """Call a ClientManager command through the relay.
+
+        The process environment and panda-client's URLs are restored after
+        the call.
 
         Parameters
         ----------
@@ -146,7 +163,8 @@ class RelayClient:
             What panda-client returns: ``(0, [flag, payload])`` or
             ``(255, text)``.
         """
-        return getattr(self._api(), command)(*args, **kwargs)
+        with self._environment() as api:
+            return getattr(api, command)(*args, **kwargs)
 
     def result(self, command: str, *args: Any, **kwargs: Any) -> Any:
         """Call a command and return the ClientManager result.
