@@ -128,9 +128,13 @@ class Case:
 
     request_id: int
     works: dict[str, list[dict[str, Any]]]
-    edges: set[tuple[str, str, str, str]]
+    edges: set[tuple[str, ...]]
     by_job_name: bool = False
     """Edges are GenericWorkflow (parent, child) job names, not work/job."""
+    config: Any = None
+    """The BpsConfig of a run submitted through PanDAService."""
+    generic: Any = None
+    """Its GenericWorkflow."""
 
 
 def _by_hand(stack: RealStack, builder: Callable[[str], Any]) -> Case:
@@ -152,7 +156,7 @@ def _through_service(make_config: Config, builder: Callable[[str], Any], **overr
     svc.submit(workflow)
     # the GenericWorkflow's own edges, by job name
     edges = set(generic.edges)
-    return Case(int(workflow.run_id), works, edges, by_job_name=True)
+    return Case(int(workflow.run_id), works, edges, by_job_name=True, config=config, generic=generic)
 
 
 @pytest.fixture(scope="module")
@@ -210,3 +214,22 @@ def test_detail_rows_agree_with_local(
     assert len(local_rows) == len(real_rows)
     diffs = shape_differences(real_rows, local_rows)
     assert diffs == [], "\n".join(diffs)
+
+
+def test_status_and_report_once_transforms_exist(agents: RealStack, submitted: dict[str, Case]) -> None:
+    """The plugin on rows with transforms but no PanDA task (counters 0)."""
+    from lsst.ctrl.bps import WmsStates
+
+    got = submitted["3_label_service"]
+    settled_counts(agents, got.request_id, got.works)
+    svc = service(got.config)
+    run_id = str(got.request_id)
+    state, message = svc.get_status(run_id)
+    assert state is WmsStates.RUNNING, (state, message)
+    reports, message = svc.report(wms_workflow_id=run_id)
+    assert message == ""
+    (report,) = reports
+    assert report.state is WmsStates.RUNNING
+    assert report.total_number_jobs == len(got.generic)
+    for label, counts in report.job_summary.items():
+        assert sum(counts.values()) == len(got.generic.get_jobs_by_label(label)), (label, counts)
