@@ -59,6 +59,7 @@ from .workflow_graph import FlatWorkflow, flatten
 _LOG = logging.getLogger(__name__)
 
 _NAME = operator.attrgetter("name")
+_TASK = operator.itemgetter("task")
 
 ORDER_ID_MAP_KEY = "orderIdMapFilename"
 """Files key of the order-id (job-name) map."""
@@ -138,6 +139,7 @@ class _Chunk:
     group: _Group
     names: list[str]
     order_id: int
+    map_names: list[str]
 
 
 def _is_dir(uri: str) -> bool:
@@ -324,19 +326,24 @@ class IDDSWorkflowGenerator:
         Plugin settings (labels of the workflow read).
     generic_workflow : `lsst.ctrl.bps.GenericWorkflow`
         The workflow to translate.
+    flat : `FlatWorkflow`, optional
+        The workflow already flattened (`flatten`), to save a pass.
     """
 
-    def __init__(self, settings: ServiceSettings, generic_workflow: GenericWorkflow) -> None:
+    def __init__(
+        self, settings: ServiceSettings, generic_workflow: GenericWorkflow, flat: FlatWorkflow | None = None
+    ) -> None:
         self.settings = settings
         self.generic_workflow = generic_workflow
+        self._flat = flat
         self._templates: dict[tuple[Any, ...], CommandTemplate] = {}
         self._files: dict[tuple[Any, ...], _JobFiles] = {}
         self._files_by_id: dict[tuple[Any, ...], _JobFiles] = {}
+        self._last_template: tuple[Any, Any, Any, CommandTemplate | None] = (None, None, None, None)
         self._last_files: tuple[Any, list[Any], list[Any], _JobFiles] | None = None
         self._where: dict[str, dict[str, str]] = {}
         self._task_count = 0
         self._pseudo: dict[str, str] = {}
-        self._task_of: dict[str, str] = {}
         self._task_rank: dict[str, int] = {}
         self._stage: dict[str, str] = {}
         self._tasks: dict[str, TaskRecord] = {}
@@ -378,7 +385,7 @@ class IDDSWorkflowGenerator:
             The iDDS workflow and what submit needs with it.
         """
         workflow = Workflow(name=self.generic_workflow.name)
-        flat = flatten(self.generic_workflow)
+        flat = self._flat if self._flat is not None else flatten(self.generic_workflow)
         works = self._add_works(workflow, flat, final=False)
         final_flat = self._final_flat()
         if final_flat is not None and len(final_flat):
@@ -564,6 +571,9 @@ class IDDSWorkflowGenerator:
         """
         exe = job.executable
         environment = job.environment
+        last = self._last_template
+        if last[0] is exe and last[1] is job.arguments and last[2] == environment:
+            return last[3]  # same as the previous job
         key = (id(exe), job.arguments, tuple(environment.items()) if environment else ())
         template = self._templates.get(key)
         if template is None:
@@ -577,6 +587,7 @@ class IDDSWorkflowGenerator:
                 self.settings.placeholder_params,
             )
             self._templates[key] = template
+        self._last_template = (exe, job.arguments, environment, template)
         return template
 
     def _job_files(self, name: str, job: GenericWorkflowJob, graph: GenericWorkflow) -> _JobFiles:
@@ -719,10 +730,10 @@ class IDDSWorkflowGenerator:
                         f"{self.generic_workflow.name}_{self._task_count:02d}_{label}_{chunk_count:02d}"
                     )
                     names = group.names[start:end]
-                    self._name_jobs(task_name, label, names, order_id)
+                    map_names = self._name_jobs(task_name, label, names, order_id)
                     self._tasks[task_name] = TaskRecord(label, len(names))
                     self._task_rank[task_name] = self._task_count
-                    chunks.append(_Chunk(task_name, self._task_count, group, names, order_id))
+                    chunks.append(_Chunk(task_name, self._task_count, group, names, order_id, map_names))
                     order_id += len(names)
         return chunks
 
@@ -747,7 +758,7 @@ class IDDSWorkflowGenerator:
             ordered = []
         return ordered + [label for label in seen if label not in ordered]
 
-    def _name_jobs(self, task_name: str, label: str, names: list[str], order_id: int) -> None:
+    def _name_jobs(self, task_name: str, label: str, names: list[str], order_id: int) -> list[str]:
         """Give every job of a chunk its dependency-map name.
 
         Parameters
@@ -761,12 +772,18 @@ class IDDSWorkflowGenerator:
         order_id : `int`
             Order id of the first job.
 
+        Returns
+        -------
+        map_names : `list` [`str`]
+            Dependency-map name of each job.
+
         Raises
         ------
         WorkflowTranslationError
             Raised naming the job if its name is longer than iDDS allows.
         """
-        pseudo, where, task_of = self._pseudo, self._where, self._task_of
+        pseudo, where = self._pseudo, self._where
+        map_names = []
         limit = self.settings.max_name_length
         order_map = None if self._order_map is None else self._order_map.setdefault(label, {})
         qnode_map = self._qnode_map
@@ -784,7 +801,8 @@ class IDDSWorkflowGenerator:
                     f"limit of {limit} (IDDS_MAX_NAME_LENGTH); set enableJobNameMap or enableQnodeMap"
                 )
             where[name] = {"task": task_name, "inputname": map_name}
-            task_of[name] = task_name
+            map_names.append(map_name)
+        return map_names
 
     # ------------------------------------------------------------ pass 3
 
@@ -806,16 +824,17 @@ class IDDSWorkflowGenerator:
         work : `DomaPanDAWork`
             The work.
         """
-        where, task_of = self._where, self._task_of
+        where = self._where
         parents_of = flat.parents_function()
         entries = []
         dependency_tasks: set[str] = set()
         edges = 0
-        for index, name in enumerate(chunk.names, chunk.order_id):
-            parents = parents_of(name)
-            deps = [where[p] for p in parents]
-            entries.append({"name": where[name]["inputname"], "order_id": index, "dependencies": deps})
-            dependency_tasks.update(map(task_of.__getitem__, parents))
+        for index, (name, map_name) in enumerate(
+            zip(chunk.names, chunk.map_names, strict=True), chunk.order_id
+        ):
+            deps = [where[p] for p in parents_of(name)]
+            entries.append({"name": map_name, "order_id": index, "dependencies": deps})
+            dependency_tasks.update(map(_TASK, deps))
             edges += len(deps)
         dependency_tasks.discard(chunk.task_name)
         work = self._new_work(chunk, self._task_settings(chunk.group, chunk.names, flat))

@@ -13,17 +13,19 @@ import json
 import logging
 import os
 import zlib
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 from idds.common.utils import json_dumps
 
-from lsst.ctrl.bps import BaseWmsWorkflow, GenericWorkflow, GenericWorkflowJob, GenericWorkflowNodeType
+from lsst.ctrl.bps import BaseWmsWorkflow, GenericWorkflow
 
 from .constants import WORKFLOW_JSON_FILENAME
 from .idds_workflow_generator import QNODE_MAP_FILENAME, GeneratedWorkflow, IDDSWorkflowGenerator
 from .submit_record import SubmitRecord
 from .task_settings import ServiceSettings
+from .workflow_graph import FlatWorkflow, flatten
 
 _LOG = logging.getLogger(__name__)
 
@@ -38,33 +40,26 @@ _RUN_ATTRS = {
 }
 
 
-def workflow_labels(generic_workflow: GenericWorkflow) -> list[str]:
+def workflow_labels(generic_workflow: GenericWorkflow, flat: FlatWorkflow | None = None) -> list[str]:
     """Return every job label of a workflow, groups and final job included.
 
     Parameters
     ----------
     generic_workflow : `lsst.ctrl.bps.GenericWorkflow`
         The workflow.
+    flat : `FlatWorkflow`, optional
+        The workflow already flattened.
 
     Returns
     -------
     labels : `list` [`str`]
-        Labels, each once.
+        Labels, each once, in first-seen order, the final job's last.
     """
-    labels: dict[str, None] = {}
-    pending: list[GenericWorkflow] = [generic_workflow]
+    labels = dict((flat or flatten(generic_workflow)).labels)
     final = generic_workflow.get_final()
     if isinstance(final, GenericWorkflow):
-        pending.append(final)
-    while pending:
-        graph = pending.pop(0)
-        for _, node in graph.nodes(data="job"):
-            kind = node.node_type
-            if kind is GenericWorkflowNodeType.GROUP:
-                pending.append(node)
-            elif kind is GenericWorkflowNodeType.PAYLOAD and node.label not in labels:
-                labels[node.label] = None
-    if isinstance(final, GenericWorkflowJob):
+        labels.update(flatten(final).labels)
+    elif final is not None:
         labels[final.label] = None
     return list(labels)
 
@@ -109,9 +104,10 @@ class PandaBpsWmsWorkflow(BaseWmsWorkflow):
         cls, config: Any, generic_workflow: GenericWorkflow, out_prefix: str | None, service_class: str
     ) -> PandaBpsWmsWorkflow:
         # Docstring inherited from BaseWmsWorkflow.from_generic_workflow.
-        settings = ServiceSettings.from_config(config, workflow_labels(generic_workflow))
+        flat = flatten(generic_workflow)
+        settings = ServiceSettings.from_config(config, workflow_labels(generic_workflow, flat))
         submit_path = os.path.abspath(out_prefix) if out_prefix else settings.submit_path
-        generated = IDDSWorkflowGenerator(settings, generic_workflow).build()
+        generated = IDDSWorkflowGenerator(settings, generic_workflow, flat).build()
         _write_maps(generated, settings, submit_path)
         run_attrs = dict(generic_workflow.run_attrs)
         extra: dict[str, Any] = {key: run_attrs.get(attr) for key, attr in _RUN_ATTRS.items()}
@@ -153,12 +149,22 @@ class PandaBpsWmsWorkflow(BaseWmsWorkflow):
         zipped : `bool`
             Zip the maps, or unzip them.
         """
-        for work in self.idds_workflow.template.works.values():
-            data = work._dependency_map
-            if zipped and isinstance(data, list):
-                work._dependency_map = zip_map(data)
-            elif not zipped and isinstance(data, str):
-                work._dependency_map = work.unzip_data(data)
+        works = list(self.idds_workflow.template.works.values())
+        if not zipped:
+            for work in works:
+                if isinstance(work._dependency_map, str):
+                    work._dependency_map = work.unzip_data(work._dependency_map)
+            return
+        # JSON needs the GIL, zlib does not: compress one map while the
+        # next one is encoded.
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            pending = [
+                (work, pool.submit(_compress, _map_json(work._dependency_map)))
+                for work in works
+                if isinstance(work._dependency_map, list)
+            ]
+            for work, future in pending:
+                work._dependency_map = future.result()
 
     def record_submission(self, request_id: int | str) -> None:
         """Record the iDDS request id of the submitted run.
@@ -191,7 +197,38 @@ def zip_map(data: list[dict[str, Any]]) -> str:
     zipped : `str`
         The zipped map.
     """
-    text = json.dumps(data, separators=(",", ":"))
+    return _compress(_map_json(data))
+
+
+def _map_json(data: list[dict[str, Any]]) -> str:
+    """Return a dependency map as compact JSON.
+
+    Parameters
+    ----------
+    data : `list` [`dict`]
+        The map (a tree: dependency entries may be shared, never cyclic).
+
+    Returns
+    -------
+    text : `str`
+        Its JSON.
+    """
+    return json.dumps(data, separators=(",", ":"), check_circular=False)
+
+
+def _compress(text: str) -> str:
+    """Return JSON text in the iDDS zipped form.
+
+    Parameters
+    ----------
+    text : `str`
+        JSON text.
+
+    Returns
+    -------
+    zipped : `str`
+        ``"idds_zip:"`` + base64 of its zlib compression (level 1).
+    """
     return "idds_zip:" + base64.b64encode(zlib.compress(text.encode(), 1)).decode()
 
 

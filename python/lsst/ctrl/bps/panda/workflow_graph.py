@@ -37,6 +37,7 @@ class FlatWorkflow:
     def __init__(self, top: GenericWorkflow) -> None:
         self.top = top
         self.jobs: dict[str, GenericWorkflowJob] = {}
+        self.labels: dict[str, None] = {}
         self.holder: dict[str, GenericWorkflow] = {}
         self.preds: dict[str, list[str]] = {}
         self.virtual: set[str] = set()
@@ -162,6 +163,7 @@ def _classify(graph: GenericWorkflow, flat: FlatWorkflow) -> tuple[list[tuple[st
         kind = node.node_type
         if kind is GenericWorkflowNodeType.PAYLOAD:
             flat.jobs[name] = node
+            flat.labels[node.label] = None
             if graph is not flat.top:
                 flat.holder[name] = graph
         elif kind is GenericWorkflowNodeType.NOOP:
