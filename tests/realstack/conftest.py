@@ -45,6 +45,7 @@ def realstack() -> Iterator[RealStack]:
     stack = start_stack()
     mp = pytest.MonkeyPatch()
     try:
+        stack.truncate()  # request ids restart at 1, no earlier session's requests
         patch_client_env(mp, stack.client_env())
         yield stack
     finally:
@@ -59,16 +60,6 @@ def realstack() -> Iterator[RealStack]:
 def _report_timings(stack: RealStack) -> None:
     line = ", ".join(f"{k} {v:.1f} s" for k, v in stack.timings.items())
     print(f"\nrealstack timings: {line}", file=sys.stderr)
-
-
-@pytest.fixture(scope="module")
-def with_agents(realstack: RealStack) -> Iterator[RealStack]:
-    """The stack with the iDDS daemons running (stopped again afterwards)."""
-    realstack.up("--with-agents", label="agents start")
-    try:
-        yield realstack
-    finally:
-        realstack.up("--no-agents", label="agents stop")
 
 
 @pytest.fixture(scope="session")

@@ -291,6 +291,7 @@ def patch_client_env(mp: pytest.MonkeyPatch, values: dict[str, str]) -> None:
 
 
 def start_stack() -> RealStack:
+    """Check the prerequisites, then build (if needed) and start the stack."""
     problem = prerequisite_problem()
     if problem:
         unavailable(problem)
@@ -300,7 +301,6 @@ def start_stack() -> RealStack:
     stack = RealStack(state_dir, {})
     label = "warm start" if built(state_dir) else "cold install + start"
     stack.up("--no-agents", label=label)
-    stack.truncate()
     return stack
 
 
