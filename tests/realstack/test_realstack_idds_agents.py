@@ -10,9 +10,11 @@ venv).
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -135,6 +137,8 @@ class Case:
     """The BpsConfig of a run submitted through PanDAService."""
     generic: Any = None
     """Its GenericWorkflow."""
+    gated: set[str] = field(default_factory=set)
+    """Works behind a condition (the final job): no transform yet."""
 
 
 def _by_hand(stack: RealStack, builder: Callable[[str], Any]) -> Case:
@@ -151,12 +155,28 @@ def _through_service(make_config: Config, builder: Callable[[str], Any], **overr
     generic = builder(name)
     config = make_config(name, **overrides)
     svc = service(config)
-    workflow = svc.prepare(config, generic, out_prefix=config["submitPath"])
-    works = works_of(workflow.idds_workflow)  # before a split moves the maps out
-    svc.submit(workflow)
-    # the GenericWorkflow's own edges, by job name
+    workdir = Path(config["submitPath"]).parent / f"{name}_cwd"
+    workdir.mkdir(parents=True)
+    final = generic.get_final()
+    if final is not None:  # its script is staged from the working directory, like bps does
+        (workdir / final.executable.src_uri).write_text("#!/bin/bash\necho final\n")
+    with contextlib.chdir(workdir):
+        workflow = svc.prepare(config, generic, out_prefix=config["submitPath"])
+        works = works_of(workflow.idds_workflow)  # before a split moves the maps out
+        svc.submit(workflow)
+    # the final job's work waits for its AndCondition: no transform yet
+    gated = {name for name, task in workflow.submit_record.tasks.items() if task.label == "finalJob"}
+    works = {name: jobs for name, jobs in works.items() if name not in gated}
+    # the GenericWorkflow's own edges, by job name (without the final job)
     edges = set(generic.edges)
-    return Case(int(workflow.run_id), works, edges, by_job_name=True, config=config, generic=generic)
+    return Case(int(workflow.run_id), works, edges, True, config, generic, gated)
+
+
+def three_label_final(name: str) -> Any:
+    """ctrl_bps's 3-label test workflow with its final job."""
+    from lsst.ctrl.bps.tests.gw_test_utils import make_3_label_workflow
+
+    return make_3_label_workflow(name, True)
 
 
 @pytest.fixture(scope="module")
@@ -168,11 +188,20 @@ def submitted(agents: RealStack, make_config: Config) -> dict[str, Case]:
         "3_label_service": _through_service(make_config, three_label),
         "5_label_service": _through_service(make_config, five_label),
         "3_label_service_steps": _through_service(make_config, three_label, maxRequestLength=3000),
+        "3_label_final_service": _through_service(make_config, three_label_final),
     }
 
 
 @pytest.mark.parametrize(
-    "case", ["chain_by_hand", "fan_by_hand", "3_label_service", "5_label_service", "3_label_service_steps"]
+    "case",
+    [
+        "chain_by_hand",
+        "fan_by_hand",
+        "3_label_service",
+        "5_label_service",
+        "3_label_service_steps",
+        "3_label_final_service",
+    ],
 )
 def test_works_become_transforms_and_contents(
     agents: RealStack, submitted: dict[str, Case], case: str
@@ -180,6 +209,7 @@ def test_works_become_transforms_and_contents(
     got = submitted[case]
     counts = settled_counts(agents, got.request_id, got.works)
     assert set(counts) == set(got.works), "every work became exactly one transform"
+    assert not got.gated & set(counts), "a gated work has no transform before its condition"
     for name, jobs in got.works.items():
         deps = sum(len(job["dependencies"]) for job in jobs)
         assert counts[name].get(0, 0) == len(jobs), (name, counts[name])
