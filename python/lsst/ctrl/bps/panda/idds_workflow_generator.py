@@ -343,7 +343,6 @@ class IDDSWorkflowGenerator:
         self._last_files: tuple[Any, list[Any], list[Any], _JobFiles] | None = None
         self._where: dict[str, dict[str, str]] = {}
         self._task_count = 0
-        self._pseudo: dict[str, str] = {}
         self._task_rank: dict[str, int] = {}
         self._stage: dict[str, str] = {}
         self._tasks: dict[str, TaskRecord] = {}
@@ -486,10 +485,13 @@ class IDDSWorkflowGenerator:
             Raised naming the job if it cannot be translated.
         """
         labels: dict[str, dict[tuple[Any, ...], _Group]] = {}
-        pseudo = self._pseudo
+        where = self._where
+        graph_of = (lambda name: flat.top) if flat.simple else flat.graph_of
         for name, job in flat.jobs.items():
             try:
-                key, command, files, pseudo[name] = self._job(name, job, flat.graph_of(name), fixed_base)
+                key, command, files, pseudo = self._job(name, job, graph_of(name), fixed_base)
+                # The job's dependency entry; its task is set when cut.
+                where[name] = {"task": "", "inputname": pseudo}
                 by_key = labels.get(job.label)
                 if by_key is None:
                     by_key = labels[job.label] = {}
@@ -782,13 +784,14 @@ class IDDSWorkflowGenerator:
         WorkflowTranslationError
             Raised naming the job if its name is longer than iDDS allows.
         """
-        pseudo, where = self._pseudo, self._where
+        where = self._where
         map_names = []
         limit = self.settings.max_name_length
         order_map = None if self._order_map is None else self._order_map.setdefault(label, {})
         qnode_map = self._qnode_map
         for index, name in enumerate(names, order_id):
-            map_name = pseudo[name]
+            entry = where[name]
+            map_name = entry["inputname"]
             if order_map is not None:
                 order_map[str(index)] = map_name
                 map_name = f"{label}:orderIdMap_{index}"
@@ -800,7 +803,8 @@ class IDDSWorkflowGenerator:
                     f"Job {name!r}: pseudo input name of {len(map_name)} characters exceeds the iDDS "
                     f"limit of {limit} (IDDS_MAX_NAME_LENGTH); set enableJobNameMap or enableQnodeMap"
                 )
-            where[name] = {"task": task_name, "inputname": map_name}
+            entry["task"] = task_name
+            entry["inputname"] = map_name
             map_names.append(map_name)
         return map_names
 

@@ -184,7 +184,7 @@ def zip_map(data: list[dict[str, Any]]) -> str:
     """Zip a dependency map the way iDDS ``zip_data`` does, faster.
 
     The format is iDDS's (``"idds_zip:"`` + base64 of zlib-compressed JSON),
-    read back by its ``unzip_data``; compact separators and zlib level 1
+    read back by its ``unzip_data``; compact separators and zlib level 3
     halve the time for a slightly larger result.
 
     Parameters
@@ -227,9 +227,9 @@ def _compress(text: str) -> str:
     Returns
     -------
     zipped : `str`
-        ``"idds_zip:"`` + base64 of its zlib compression (level 1).
+        ``"idds_zip:"`` + base64 of its zlib compression (level 3).
     """
-    return "idds_zip:" + base64.b64encode(zlib.compress(text.encode(), 1)).decode()
+    return "idds_zip:" + base64.b64encode(zlib.compress(text.encode(), 3)).decode()
 
 
 def _write_maps(generated: GeneratedWorkflow, settings: ServiceSettings, submit_path: str) -> None:
