@@ -12,6 +12,7 @@ from typing import Any
 
 import networkx
 import pytest
+from idds.doma.workflowv2.domapandawork import DomaPanDAWork
 from idds.workflowv2.workflow import AndCondition
 from prepare_helpers import entries, generate, works
 
@@ -139,6 +140,17 @@ def test_every_job_and_edge_once(tmp_path: Path, shape: str, max_jobs: int) -> N
         for entry in work.dependency_map:
             for dep in entry["dependencies"]:
                 assert found[dep["inputname"]][0] == dep["task"]
+
+
+@pytest.mark.parametrize("shape", ["3_label", "groups_sort"])
+def test_maps_pass_the_idds_setter(tmp_path: Path, shape: str) -> None:
+    """The generator stores maps without the setter's second pass; the
+    setter's own checks must accept them and record the same counts."""
+    for work in works(generate(tmp_path, BUILDERS[shape](), maxJobsPerTask=4)):
+        check = DomaPanDAWork(dependency_map=[])
+        check.dependency_map = list(work.dependency_map)
+        assert (check.num_inputs, check.num_dependencies) == (work.num_inputs, work.num_dependencies)
+        assert sorted(check.dependency_tasks) == sorted(work.dependency_tasks)
 
 
 def test_simple_workflow_names_and_fields(tmp_path: Path) -> None:

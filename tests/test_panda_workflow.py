@@ -84,6 +84,21 @@ def test_prepare_synthetic_through_public_interface(tmp_path: Path) -> None:
     assert SubmitRecord.read(submit).label_totals["isr"] == 3 * 8 + 47
 
 
+def test_maps_zipped_once_unless_split(tmp_path: Path) -> None:
+    """write() stores each map in iDDS's zipped form (sent as is); a
+    request above maxRequestLength keeps plain maps for iDDS's split."""
+    prepared = _prepare(tmp_path, make_3_label_workflow("wf", True), uniqProcName="wf")
+    maps = [w._dependency_map for w in prepared.idds_workflow.template.works.values()]
+    assert all(isinstance(m, str) and m.startswith("idds_zip:") for m in maps)
+    work = next(iter(prepared.idds_workflow.template.works.values()))
+    assert work.dependency_map == [
+        {"name": "pipetaskInit+qgraphNodeId:+qgraphId:", "order_id": 0, "dependencies": []}
+    ]
+    prepared = _prepare(tmp_path, make_3_label_workflow("wf", True), uniqProcName="wf", maxRequestLength=1000)
+    maps = [w._dependency_map for w in prepared.idds_workflow.template.works.values()]
+    assert all(isinstance(m, list) for m in maps)
+
+
 def test_record_submission(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     index = tmp_path / "runs.jsonl"
     monkeypatch.setenv("CTRL_BPS_PANDA_RUN_INDEX", str(index))
