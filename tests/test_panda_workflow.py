@@ -124,6 +124,15 @@ def test_map_files_written_and_staged(tmp_path: Path) -> None:
     assert prepared.files_to_stage["qnode_map.json"] == str(tmp_path / "submit" / "qnode_map.json")
 
 
+def test_prepare_with_plain_bps_config(tmp_path: Path) -> None:
+    """BpsConfig(path) without any defaults still prepares (packaged ones)."""
+    _config(tmp_path, uniqProcName="wf")
+    config = BpsConfig(str(tmp_path / "submit.yaml"))
+    prepared = PanDAService({}).prepare(config, make_3_label_workflow("wf", True), str(tmp_path / "submit"))
+    assert prepared.settings.max_jobs_per_task == 10000
+    assert json.loads((tmp_path / "submit" / WORKFLOW_JSON_FILENAME).read_text())
+
+
 def test_prepare_names_missing_key(tmp_path: Path) -> None:
     config = _config(tmp_path)
     config["computeSite"] = ""

@@ -198,3 +198,19 @@ def test_settings_frozen(tmp_path: Path) -> None:
     settings = ServiceSettings.from_config(make_config(tmp_path))
     with pytest.raises(AttributeError):
         settings.compute_site = "x"  # type: ignore[misc]
+
+
+def test_usdf_overlay(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("LSST_RUN_TEMP_SPACE", raising=False)
+    text = f"includeConfigs:\n  - {ROOT / 'config/bps_panda_usdf.yaml'}\npayload:\n  payloadFolder: f\n"
+    config = make_config(tmp_path, text, computeSite=None, fileDistributionEndPoint=None)
+    settings = ServiceSettings.from_config(config, ["finalJob"])
+    assert settings.compute_site == "SLAC_Rubin"
+    assert settings.file_distribution_endpoint.endswith("/panda_cache_box/f/run1/")
+    command = settings.runner_command
+    assert command.startswith('/bin/bash -c "cd ') and command.endswith('" >&2;')
+    assert (
+        r"python3 \${CTRL_BPS_PANDA_DIR}/python/lsst/ctrl/bps/panda/edgenode/cmd_line_decoder.py _cmd_line_"
+        in command
+    )
+    assert settings.label("finalJob").processing_type == "Rubin_Merge"
