@@ -190,6 +190,21 @@ def test_submit_of_broken_workflow_is_an_idds_error(client: RelayClient) -> None
     assert "unknown job" in result[1]
 
 
+def test_classes_outside_idds_are_refused(service: LocalService) -> None:
+    kwargs = json.dumps({"workflow": {"class": "Path", "module": "pathlib", "attributes": {}}})
+    token = json.loads(Path(service.layout.token_file).read_text())["id_token"]
+    reply = httpx.post(
+        _relay_url(service),
+        content=gzip.compress(
+            json.dumps({"command_name": "submit", "kwargs": kwargs, "manager": True}).encode()
+        ),
+        headers={"Authorization": f"Bearer {token}"},
+    )
+    flag, message = json.loads(reply.text)
+    assert flag is False
+    assert message.startswith("failed to execute command with") and "pathlib" in message
+
+
 # ---------------------------------------------------------------------- auth
 
 

@@ -47,10 +47,21 @@ def _is_manager_command(name: str) -> bool:
     return hasattr(ClientManager, name)
 
 
+def _only_idds(obj: dict[str, Any]) -> dict[str, Any]:
+    module = obj.get("module")
+    if "class" in obj and isinstance(module, str) and module != "idds" and not module.startswith("idds."):
+        raise ValueError(f"refusing to load class {obj['class']} of module {module}: only idds.* is accepted")
+    return obj
+
+
 def _decode(text: str | None) -> Any:
+    # The idds decoder imports any module a payload names: look first.
     from idds.common.utils import json_loads
 
-    return json_loads(text) if text else None
+    if not text:
+        return None
+    json.loads(text, object_hook=_only_idds)
+    return json_loads(text)
 
 
 class RelayEndpoint:
