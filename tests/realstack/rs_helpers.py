@@ -19,7 +19,8 @@ def unique_name(tag: str) -> str:
     return f"rs_{tag}_{time.strftime('%Y%m%d%H%M%S')}_{os.getpid()}_{time.monotonic_ns() % 10**6}"
 
 
-def _work(name: str, index: int, label: str) -> Any:
+def make_work(name: str, index: int, label: str) -> Any:
+    """A small `DomaPanDAWork` named ``<name>_<index>_<label>_01``."""
     from idds.doma.workflowv2.domapandawork import DomaPanDAWork
 
     return DomaPanDAWork(
@@ -60,9 +61,9 @@ def chain_workflow(name: str, jobs: int = 2) -> Any:
     """
     from idds.workflowv2.workflow import Workflow
 
-    first = _work(name, 1, "isr")
+    first = make_work(name, 1, "isr")
     first.dependency_map = [{"name": f"isr_job{j}", "order_id": j, "dependencies": []} for j in range(jobs)]
-    second = _work(name, 2, "calib")
+    second = make_work(name, 2, "calib")
     second.dependency_map = [
         {"name": f"calib_job{j}", "order_id": j,
          "dependencies": [{"task": first.get_work_name(), "inputname": f"isr_job{j}"}]}

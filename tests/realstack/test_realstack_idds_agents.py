@@ -108,9 +108,9 @@ def settled_counts(
 def fan_workflow(name: str) -> Any:
     """a (3 jobs) -> b (1 job, needs all of a) -> c (2 jobs, each needs b)."""
     from idds.workflowv2.workflow import Workflow
-    from rs_helpers import _work
+    from rs_helpers import make_work
 
-    a, b, c = _work(name, 1, "a"), _work(name, 2, "b"), _work(name, 3, "c")
+    a, b, c = make_work(name, 1, "a"), make_work(name, 2, "b"), make_work(name, 3, "c")
     a.dependency_map = [{"name": f"a{j}", "order_id": j, "dependencies": []} for j in range(3)]
     from_a = [{"task": a.get_work_name(), "inputname": f"a{j}"} for j in range(3)]
     b.dependency_map = [{"name": "b0", "order_id": 0, "dependencies": from_a}]
