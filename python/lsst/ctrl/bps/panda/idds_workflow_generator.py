@@ -25,6 +25,7 @@ __all__ = ["GeneratedWorkflow", "IDDSWorkflowGenerator", "even_slices"]
 
 import dataclasses
 import gc
+import itertools
 import logging
 import math
 import operator
@@ -785,27 +786,27 @@ class IDDSWorkflowGenerator:
             Raised naming the job if its name is longer than iDDS allows.
         """
         where = self._where
-        map_names = []
         limit = self.settings.max_name_length
         order_map = None if self._order_map is None else self._order_map.setdefault(label, {})
         qnode_map = self._qnode_map
-        for index, name in enumerate(names, order_id):
-            entry = where[name]
-            map_name = entry["inputname"]
-            if order_map is not None:
-                order_map[str(index)] = map_name
-                map_name = f"{label}:orderIdMap_{index}"
-            elif qnode_map is not None:
-                qnode_map[f"PH:{name}"] = map_name
-                map_name = f"PH:{name}"
-            if len(map_name) > limit:
-                raise WorkflowTranslationError(
-                    f"Job {name!r}: pseudo input name of {len(map_name)} characters exceeds the iDDS "
-                    f"limit of {limit} (IDDS_MAX_NAME_LENGTH); set enableJobNameMap or enableQnodeMap"
-                )
+        entries = [where[name] for name in names]
+        for entry in entries:
             entry["task"] = task_name
-            entry["inputname"] = map_name
-            map_names.append(map_name)
+        if order_map is not None or qnode_map is not None:
+            for index, (name, entry) in enumerate(zip(names, entries, strict=True), order_id):
+                if order_map is not None:
+                    order_map[str(index)] = entry["inputname"]
+                    entry["inputname"] = f"{label}:orderIdMap_{index}"
+                elif qnode_map is not None:
+                    qnode_map[f"PH:{name}"] = entry["inputname"]
+                    entry["inputname"] = f"PH:{name}"
+        map_names = [entry["inputname"] for entry in entries]
+        if map_names and max(map(len, map_names)) > limit:
+            name, map_name = next((n, m) for n, m in zip(names, map_names, strict=True) if len(m) > limit)
+            raise WorkflowTranslationError(
+                f"Job {name!r}: pseudo input name of {len(map_name)} characters exceeds the iDDS "
+                f"limit of {limit} (IDDS_MAX_NAME_LENGTH); set enableJobNameMap or enableQnodeMap"
+            )
         return map_names
 
     # ------------------------------------------------------------ pass 3
@@ -830,16 +831,14 @@ class IDDSWorkflowGenerator:
         """
         where = self._where
         parents_of = flat.parents_function()
-        entries = []
-        dependency_tasks: set[str] = set()
-        edges = 0
-        for index, (name, map_name) in enumerate(
-            zip(chunk.names, chunk.map_names, strict=True), chunk.order_id
-        ):
-            deps = [where[p] for p in parents_of(name)]
-            entries.append({"name": map_name, "order_id": index, "dependencies": deps})
-            dependency_tasks.update(map(_TASK, deps))
-            edges += len(deps)
+        deps = [[where[p] for p in parents_of(name)] for name in chunk.names]
+        orders = range(chunk.order_id, chunk.order_id + len(deps))
+        entries = [
+            {"name": map_name, "order_id": order_id, "dependencies": job_deps}
+            for map_name, order_id, job_deps in zip(chunk.map_names, orders, deps, strict=True)
+        ]
+        dependency_tasks = set(map(_TASK, itertools.chain.from_iterable(deps)))
+        edges = sum(map(len, deps))
         dependency_tasks.discard(chunk.task_name)
         work = self._new_work(chunk, self._task_settings(chunk.group, chunk.names, flat))
         work.dependency_tasks = sorted(dependency_tasks, key=self._task_rank.__getitem__)

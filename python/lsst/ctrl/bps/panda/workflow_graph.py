@@ -158,15 +158,20 @@ def _classify(graph: GenericWorkflow, flat: FlatWorkflow) -> tuple[list[tuple[st
         Raised for a node type PanDA cannot run (lazy groups).
     """
     nodes = list(graph.nodes(data="job"))
+    payload = GenericWorkflowNodeType.PAYLOAD
+    jobs = {name: node for name, node in nodes if node.node_type is payload}
+    flat.jobs.update(jobs)
+    flat.labels.update(dict.fromkeys(node.label for node in jobs.values()))
+    if graph is not flat.top:
+        flat.holder.update(dict.fromkeys(jobs, graph))
     groups: set[str] = set()
+    if len(jobs) == len(nodes):
+        return nodes, groups
     for name, node in nodes:
         kind = node.node_type
-        if kind is GenericWorkflowNodeType.PAYLOAD:
-            flat.jobs[name] = node
-            flat.labels[node.label] = None
-            if graph is not flat.top:
-                flat.holder[name] = graph
-        elif kind is GenericWorkflowNodeType.NOOP:
+        if kind is payload:
+            continue
+        if kind is GenericWorkflowNodeType.NOOP:
             flat.virtual.add(name)
         elif kind is GenericWorkflowNodeType.GROUP:
             groups.add(name)
