@@ -129,3 +129,21 @@ def test_kill_9_during_many_short_jobs(service: LocalService, tmp_path: Path) ->
         assert jobs[name]["attempt_nr"] == 1, name
     for i in range(n):
         assert position(events, "end", f"p{i}") < position(events, "start", f"q{i}")
+
+
+def test_stop_mid_run_reruns_the_interrupted_job_without_using_an_attempt(
+    service: LocalService, tmp_path: Path
+) -> None:
+    log = tmp_path / "log"
+    body = '[ "$PanDA_AttemptNr" -gt 1 ] || sleep 60;'
+    works = [WorkDef("wf_01_s", _log_cmd(log, body), (JobDef("s0"),), max_attempt=1)]
+    client = service.client()
+    request_id = client.result("submit", build_workflow("wf_stop", works))
+    _wait_for(lambda: ("start", "s0") in _events(log))
+    service.stop()  # SIGTERM: the running job is killed, its attempt is lost
+    assert ("end", "s0") not in _events(log)
+    _restart(service, client)
+    assert client.wait(request_id, timeout=60) == "Finished"
+    row = client.jobs(request_id)["s0"]
+    assert (row["status"], row["attempt_nr"], row["trans_exit_code"]) == ("Available", 2, 0)
+    assert [name for kind, name in _events(log) if kind == "end"] == ["s0"]
