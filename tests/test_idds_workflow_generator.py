@@ -494,6 +494,17 @@ def test_final_workflow(tmp_path: Path) -> None:
     assert [w.task_name for w in condition.true_works] == [f1.task_name, f2.task_name]
 
 
+def test_final_workflow_reusing_a_label(tmp_path: Path) -> None:
+    workflow = make_3_label_workflow("wf", False)
+    final = GenericWorkflow("final")
+    final.add_job(GenericWorkflowJob("f1", label="label1", executable=GenericWorkflowExec("f", "/bin/f")))
+    workflow.add_final(final)
+    generated = generate(tmp_path, workflow, enableJobNameMap=True)
+    assert "label1:orderIdMap_6" in entries(generated)
+    assert list(generated.tasks)[-1] == "wf_05_label1_02"
+    assert generated.order_id_map["label1"]["6"] == "f1" + SUFFIX
+
+
 def test_synthetic_workflow(tmp_path: Path) -> None:
     """A bps-shaped 20k-job workflow: every job and edge once, maps valid."""
     workflow = build_workflow(20000, tmp_path)

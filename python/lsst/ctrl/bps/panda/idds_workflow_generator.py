@@ -34,6 +34,7 @@ import urllib.parse
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+import networkx
 from idds.doma.workflowv2.domapandawork import DomaPanDAWork
 from idds.workflowv2.workflow import AndCondition, Workflow
 
@@ -345,6 +346,7 @@ class IDDSWorkflowGenerator:
         self._where: dict[str, dict[str, str]] = {}
         self._task_count = 0
         self._task_rank: dict[str, int] = {}
+        self._label_counts: dict[str, tuple[int, int]] = {}
         self._stage: dict[str, str] = {}
         self._tasks: dict[str, TaskRecord] = {}
         self._order_map: dict[str, dict[str, str]] | None = {} if settings.enable_job_name_map else None
@@ -435,7 +437,8 @@ class IDDSWorkflowGenerator:
         works : `list` [`DomaPanDAWork`]
             The works added, in order.
         """
-        groups = self._describe(flat, final and len(flat) == 1)
+        fixed_base = final and isinstance(self.generic_workflow.get_final(), GenericWorkflowJob)
+        groups = self._describe(flat, fixed_base)
         chunks = self._cut(groups)
         works = []
         for chunk in chunks:
@@ -723,8 +726,9 @@ class IDDSWorkflowGenerator:
         chunks = []
         limit = self.settings.max_jobs_per_task
         for label in self._label_order(labels):
-            order_id = 0
-            chunk_count = 0
+            # Order ids and chunk numbers continue if the final workflow
+            # reuses a label: map names stay unique per label.
+            order_id, chunk_count = self._label_counts.get(label, (0, 0))
             for group in labels[label].values():
                 for start, end in even_slices(len(group.names), limit):
                     self._task_count += 1
@@ -738,6 +742,7 @@ class IDDSWorkflowGenerator:
                     self._task_rank[task_name] = self._task_count
                     chunks.append(_Chunk(task_name, self._task_count, group, names, order_id, map_names))
                     order_id += len(names)
+            self._label_counts[label] = (order_id, chunk_count)
         return chunks
 
     def _label_order(self, labels: Iterable[str]) -> list[str]:
@@ -757,7 +762,7 @@ class IDDSWorkflowGenerator:
         seen = list(labels)
         try:
             ordered = [label for label in self.generic_workflow.labels if label in seen]
-        except Exception:  # a cyclic label graph (job ordering): keep first-seen order
+        except networkx.NetworkXException:  # cyclic label graph (job ordering): first-seen order
             ordered = []
         return ordered + [label for label in seen if label not in ordered]
 
