@@ -411,3 +411,14 @@ def test_retry_reruns_failed_and_missing_jobs(client: RelayClient, tmp_path: Pat
     jobs = client.jobs(request_id)
     assert {row["status"] for row in jobs.values()} == {"Available"}
     assert jobs["b1"]["attempt_nr"] == 3
+
+
+def test_status_and_stop_of_a_service_that_is_not_running(tmp_path: Path) -> None:
+    cli = [sys.executable, "-m", "lsst.ctrl.bps.panda.local.cli"]
+    status = subprocess.run([*cli, "status", "--state-dir", str(tmp_path)], capture_output=True, text=True)
+    assert status.returncode == 3
+    assert "down" in status.stdout
+    stop = subprocess.run([*cli, "stop", "--state-dir", str(tmp_path)], capture_output=True, text=True)
+    assert stop.returncode == 0 and "not running" in stop.stdout
+    env = subprocess.run([*cli, "env", "--state-dir", str(tmp_path)], capture_output=True, text=True)
+    assert env.returncode != 0 and "panda-local start" in env.stderr
