@@ -577,9 +577,10 @@ class IDDSWorkflowGenerator:
         """
         exe = job.executable
         environment = job.environment
-        last = self._last_template
-        if last[0] is exe and last[1] is job.arguments and last[2] == environment:
-            return last[3]  # same as the previous job
+        last_exe, last_arguments, last_environment, last = self._last_template
+        if last is not None and last_exe is exe and last_arguments is job.arguments:
+            if last_environment == environment:
+                return last  # same as the previous job
         key = (id(exe), job.arguments, tuple(environment.items()) if environment else ())
         template = self._templates.get(key)
         if template is None:
