@@ -157,6 +157,7 @@ def test_contents_output_ext_per_job(client: RelayClient, tmp_path: Path) -> Non
     assert by_name["x1"]["status"] == "FinalFailed" and by_name["x1"]["job_status"] == "failed"
     assert by_name["x1"]["attempt_nr"] == 2 and by_name["x1"]["trans_exit_code"] == 7
     assert by_name["x1"]["max_attempt"] == 2
+    assert by_name["x1"]["sub_map_id"] == by_name["x1"]["dep_sub_map_id"] == 0  # as iDDS has for DOMA works
     assert all(str(row["transform_id"]) == transform_id for row in rows)
     one = client.result("get_contents_output_ext", request_id=request_id, transform_id=int(transform_id))
     assert one == groups

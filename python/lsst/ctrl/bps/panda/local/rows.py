@@ -260,7 +260,7 @@ class RowBuilder:
             exe_error_diag=f"exit code {job['exit_code']}; see {workdir}/payload.stderr" if failed else None,
             pilot_error_code=0 if job["panda_id"] else None, computing_site=job["site"],
             cloud=job["cloud"], task_id=tid, jedi_task_id=tid, req_id=job["request_id"],
-            core_count=job["core_count"], n_input_files=1,
+            core_count=job["core_count"], n_input_files=1, sub_map_id=0, dep_sub_map_id=0,
         )  # fmt: skip
         return row
 
