@@ -214,3 +214,11 @@ def test_usdf_overlay(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
         in command
     )
     assert settings.label("finalJob").processing_type == "Rubin_Merge"
+
+
+def test_label_dependent_root_value(tmp_path: Path) -> None:
+    settings = ServiceSettings.from_config(
+        make_config(tmp_path, processingType="proc_{label}"), ["isr", "calib"]
+    )
+    assert settings.label("isr").processing_type == "proc_isr"
+    assert settings.label("calib").processing_type == "proc_calib"

@@ -37,6 +37,7 @@ _SCHEME = re.compile(r"^[a-zA-Z][a-zA-Z\d+\-.]*://")
 _TEMP_SPACE = "LSST_RUN_TEMP_SPACE"
 _RAW = {"replaceEnvVars": False, "expandEnvVars": False}
 _MAX_NAME_ENV = "IDDS_MAX_NAME_LENGTH"
+_LABEL_KEYS = ("processingType", "taskType", "prodSourceLabel", "vo")
 
 
 def normalise_endpoint(endpoint: str) -> str:
@@ -214,6 +215,36 @@ class LabelSettings:
             prod_source_label=_typed(config, "prodSourceLabel", str, opt),
             vo=_typed(config, "vo", str, opt),
         )
+
+
+def _label_settings(config: Any, labels: Iterable[str]) -> Mapping[str, LabelSettings]:
+    """Read the `LabelSettings` of every label.
+
+    Labels without a section of their own (``pipetask``, ``cluster`` or a
+    special-job section) share the root values, read once, unless a root
+    value refers to BPS variables (it could then depend on the label).
+
+    Parameters
+    ----------
+    config : `lsst.ctrl.bps.BpsConfig`
+        The configuration.
+    labels : `~collections.abc.Iterable` [`str`]
+        Job labels.
+
+    Returns
+    -------
+    settings : `~collections.abc.Mapping` [`str`, `LabelSettings`]
+        Label to its settings.
+    """
+    root = LabelSettings.from_config(config, "")
+    raw = [config.search(key, opt={"replaceVars": False})[1] for key in _LABEL_KEYS]
+    templated = any("{" in str(value) for value in raw)
+    sections = [config[name] for name in ("pipetask", "cluster") if name in config]
+    found: dict[str, LabelSettings] = {}
+    for label in labels:
+        own = label in config or any(label in section for section in sections)
+        found[label] = LabelSettings.from_config(config, label) if own or templated else root
+    return MappingProxyType(found)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -441,7 +472,7 @@ class ServiceSettings:
             runner_command=_runner_command(config),
             submit_env=MappingProxyType({k: os.environ[k] for k in submit_side if k in os.environ}),
             submit_side_resolved_params=submit_side,
-            labels=MappingProxyType({label: LabelSettings.from_config(config, label) for label in labels}),
+            labels=_label_settings(config, labels),
             max_name_length=_max_name_length(),
             **cls._numbers(config),
             **cls._strings(config),
