@@ -48,6 +48,8 @@ WORKER_TIMEOUT = 3600
 _PRELOAD = (
     "pandaclient.Client",
     "pandaclient.idds_api",
+    "httpx",
+    "httpcore",
     "idds.common.utils",
     "idds.workflowv2.workflow",
     "idds.doma.workflowv2.domapandawork",
@@ -407,7 +409,18 @@ def measure(bench: Bench, n_jobs: int, repeats: int, other_python: str | None) -
     spec = {"n_jobs": n_jobs, "pickle": str(bench.pickle_path(n_jobs))}
     floors = [bench.run_worker(sys.executable, dict(spec, mode="floor")) for _ in range(repeats)]
     floor_s = _median(floors, "floor_s")
-    runs = [bench.run_worker(sys.executable, dict(spec, mode="service")) for _ in range(repeats)]
+    profile_dir = os.environ.get("BENCH_PROFILE_DIR")
+    runs = [
+        bench.run_worker(
+            sys.executable,
+            dict(
+                spec,
+                mode="service",
+                profile=f"{profile_dir}/service_{n_jobs}_{i}.prof" if profile_dir else None,
+            ),
+        )
+        for i in range(repeats)
+    ]
     line: dict[str, Any] = {
         "n_jobs": n_jobs,
         "repeats": repeats,
