@@ -29,6 +29,7 @@ from lsst.ctrl.bps.panda.exceptions import (
 from lsst.ctrl.bps.panda.idds_transport import (
     PanDARelayTransport,
     RetryPolicy,
+    preset_json,
     transport_from_config,
     unwrap_reply,
 )
@@ -553,3 +554,32 @@ def test_retry_policy_bounds() -> None:
     assert 0.5 <= delays[0] <= 1.0
     assert 1.0 <= delays[1] <= 2.0
     assert all(2.0 <= delay <= 4.0 for delay in delays[2:])
+
+
+def test_submit_sends_preset_json(relay_env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> None:
+    transport = PanDARelayTransport()
+    recorder = recording(transport, monkeypatch)
+    workflow = make_workflow("tr_preset")
+    other = make_workflow("tr_other")
+    text = json_dumps(workflow)
+    preset_json(workflow, text)
+    preset_json(other, "not sent")
+    calls = {"to_dict": 0}
+    original = Workflow.to_dict
+
+    def counting(self: Workflow) -> Any:
+        calls["to_dict"] += 1
+        return original(self)
+
+    monkeypatch.setattr(Workflow, "to_dict", counting)
+    request_id = transport.submit(workflow, max_request_length=10**8, request_cache="/nonexistent")
+    assert calls["to_dict"] == 0  # the preset text was sent
+    monkeypatch.setattr(Workflow, "to_dict", original)
+    ((_, kwargs, dumper),) = recorder.calls
+    assert dumper(kwargs) == json_dumps(kwargs)  # the same bytes as without the preset
+    (row,) = transport.get_requests(request_id)
+    assert row["name"] == "tr_preset"
+    # Used once: a second submit serialises again.
+    monkeypatch.setattr(Workflow, "to_dict", counting)
+    transport.submit(workflow, max_request_length=10**8, request_cache="/nonexistent")
+    assert calls["to_dict"] == 1

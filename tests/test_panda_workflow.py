@@ -11,12 +11,13 @@ from pathlib import Path
 
 import pytest
 import yaml
-from idds.common.utils import json_loads
+from idds.common.utils import json_dumps, json_loads
 
 from lsst.ctrl.bps import BPS_DEFAULTS, BpsConfig
 from lsst.ctrl.bps.panda import PandaBpsWmsWorkflow
 from lsst.ctrl.bps.panda.constants import SUBMIT_RECORD_FILENAME, WORKFLOW_JSON_FILENAME
 from lsst.ctrl.bps.panda.exceptions import PanDAConfigError
+from lsst.ctrl.bps.panda.idds_transport import _take_preset_json
 from lsst.ctrl.bps.panda.panda_service import PanDAService
 from lsst.ctrl.bps.panda.panda_workflow import workflow_labels
 from lsst.ctrl.bps.panda.submit_record import SubmitRecord, find_submit_dir
@@ -97,6 +98,18 @@ def test_maps_zipped_once_unless_split(tmp_path: Path) -> None:
     prepared = _prepare(tmp_path, make_3_label_workflow("wf", True), uniqProcName="wf", maxRequestLength=1000)
     maps = [w._dependency_map for w in prepared.idds_workflow.template.works.values()]
     assert all(isinstance(m, list) for m in maps)
+
+
+def test_request_json_written_and_preset_once(tmp_path: Path) -> None:
+    """write() serialises the request once: the file holds exactly what
+    submit sends, handed to the transport; a split request is not preset."""
+    prepared = _prepare(tmp_path, make_3_label_workflow("wf", True), uniqProcName="wf")
+    text = json_dumps(prepared.idds_workflow)
+    assert (tmp_path / "submit" / WORKFLOW_JSON_FILENAME).read_text() == text + "\n"
+    assert _take_preset_json(prepared.idds_workflow) == text
+    assert _take_preset_json(prepared.idds_workflow) is None
+    prepared = _prepare(tmp_path, make_3_label_workflow("wf", True), uniqProcName="wf", maxRequestLength=1000)
+    assert _take_preset_json(prepared.idds_workflow) is None
 
 
 def test_record_submission(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -61,6 +61,7 @@ __all__ = [
     "PanDARelayTransport",
     "RetryPolicy",
     "is_unreachable_text",
+    "preset_json",
     "transport_from_config",
     "unwrap_reply",
 ]
@@ -74,6 +75,7 @@ import re
 import sys
 import threading
 import time
+import weakref
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -363,6 +365,48 @@ def _pandaclient() -> tuple[ModuleType, ModuleType]:
     return Client, idds_api
 
 
+_PRESET_JSON: dict[int, tuple[weakref.ref, str]] = {}
+"""Workflow id to (the workflow, its JSON text); see `preset_json`."""
+
+
+def preset_json(workflow: Any, text: str) -> None:
+    """Hand the transport a workflow's JSON already computed.
+
+    The next `PanDARelayTransport.submit` of this very workflow sends
+    ``text`` instead of serialising the workflow again; the caller vouches
+    that ``text`` is ``json_dumps(workflow)`` of the workflow as it will
+    be submitted (no change in between).
+
+    Parameters
+    ----------
+    workflow : `idds.workflowv2.workflow.Workflow`
+        The workflow.
+    text : `str`
+        Its ``idds.common.utils.json_dumps``.
+    """
+    key = id(workflow)
+    _PRESET_JSON[key] = (weakref.ref(workflow, lambda _ref: _PRESET_JSON.pop(key, None)), text)
+
+
+def _take_preset_json(workflow: Any) -> str | None:
+    """Return (and forget) the preset JSON of a workflow, if any.
+
+    Parameters
+    ----------
+    workflow : `idds.workflowv2.workflow.Workflow`
+        The workflow.
+
+    Returns
+    -------
+    text : `str` or `None`
+        Its JSON given to `preset_json`, or `None`.
+    """
+    entry = _PRESET_JSON.pop(id(workflow), None)
+    if entry is None or entry[0]() is not workflow:
+        return None
+    return entry[1]
+
+
 class _PresetDumper:
     """The idds dumper, reusing a workflow's JSON computed for its size.
 
@@ -515,7 +559,7 @@ class PanDARelayTransport:
         from idds.common.utils import json_dumps
 
         try:
-            text: str | None = json_dumps(workflow)
+            text: str | None = _take_preset_json(workflow) or json_dumps(workflow)
         except (TypeError, ValueError) as exc:
             raise WorkflowTranslationError(f"The iDDS workflow cannot be serialised: {exc}") from exc
         _LOG.debug("Workflow %s: %d characters of JSON", getattr(workflow, "name", "?"), len(text or ""))

@@ -22,6 +22,7 @@ from idds.common.utils import json_dumps
 from lsst.ctrl.bps import BaseWmsWorkflow, GenericWorkflow
 
 from .constants import WORKFLOW_JSON_FILENAME
+from .idds_transport import preset_json
 from .idds_workflow_generator import QNODE_MAP_FILENAME, GeneratedWorkflow, IDDSWorkflowGenerator
 from .submit_record import SubmitRecord
 from .task_settings import ServiceSettings
@@ -124,9 +125,13 @@ class PandaBpsWmsWorkflow(BaseWmsWorkflow):
         directory = Path(out_prefix)
         directory.mkdir(parents=True, exist_ok=True)
         self._zip_maps(True)
-        document = json_dumps(self.idds_workflow, indent=1)
+        # The request exactly as submit sends it: handed to the transport,
+        # which then need not serialise the workflow again.
+        document = json_dumps(self.idds_workflow)
         if len(document) > self.settings.max_request_length:
             self._zip_maps(False)  # submit will split the request: keep plain lists
+        else:
+            preset_json(self.idds_workflow, document)
         (directory / WORKFLOW_JSON_FILENAME).write_text(document + "\n")
         if Path(self.submit_record.submit_path) != directory.resolve():
             _LOG.debug("Submit record kept in %s, not %s", self.submit_record.submit_path, directory)
