@@ -12,7 +12,9 @@ import base64
 import json
 import logging
 import os
+import sys
 import zlib
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -32,6 +34,18 @@ _LOG = logging.getLogger(__name__)
 
 REQUEST_CACHE_DIRNAME = "idds_request_cache"
 """Submit sub-directory where iDDS keeps the parts of a split request."""
+
+ZIP_LEVEL = 3
+"""zlib level of the zipped dependency maps."""
+
+ZIP_PIECE_ENTRIES = 32
+"""Map entries JSON-encoded at a time (the GIL may change hands between)."""
+
+ZIP_CHUNK_BYTES = 128 * 1024
+"""Bytes of map JSON handed to the compressing thread at a time."""
+
+ZIP_SWITCH_INTERVAL = 5e-5
+"""Seconds a thread waits for the GIL before asking for it (while zipping)."""
 
 _RUN_ATTRS = {
     "operator": "bps_operator",
@@ -160,16 +174,9 @@ class PandaBpsWmsWorkflow(BaseWmsWorkflow):
                 if isinstance(work._dependency_map, str):
                     work._dependency_map = work.unzip_data(work._dependency_map)
             return
-        # JSON needs the GIL, zlib does not: compress one map while the
-        # next one is encoded.
-        with ThreadPoolExecutor(max_workers=1) as pool:
-            pending = [
-                (work, pool.submit(_compress, _map_json(work._dependency_map)))
-                for work in works
-                if isinstance(work._dependency_map, list)
-            ]
-            for work, future in pending:
-                work._dependency_map = future.result()
+        pending = [work for work in works if isinstance(work._dependency_map, list)]
+        for work, zipped_map in zip(pending, _zip_all([w._dependency_map for w in pending]), strict=True):
+            work._dependency_map = zipped_map
 
     def record_submission(self, request_id: int | str) -> None:
         """Record the iDDS request id of the submitted run.
@@ -234,7 +241,103 @@ def _compress(text: str) -> str:
     zipped : `str`
         ``"idds_zip:"`` + base64 of its zlib compression (level 3).
     """
-    return "idds_zip:" + base64.b64encode(zlib.compress(text.encode(), 3)).decode()
+    return "idds_zip:" + base64.b64encode(zlib.compress(text.encode(), ZIP_LEVEL)).decode()
+
+
+def _json_chunks(data: list[dict[str, Any]]) -> Iterator[bytes]:
+    """Yield a map's compact JSON in chunks of about `ZIP_CHUNK_BYTES`.
+
+    The JSON is encoded `ZIP_PIECE_ENTRIES` entries at a time, so that the
+    GIL can change hands between two pieces.
+
+    Parameters
+    ----------
+    data : `list` [`dict`]
+        The map.
+
+    Yields
+    ------
+    chunk : `bytes`
+        UTF-8 JSON; the chunks joined are `_map_json` of the map.
+    """
+    if not data:
+        yield b"[]"
+        return
+    pieces: list[str] = []
+    size = 0
+    for start in range(0, len(data), ZIP_PIECE_ENTRIES):
+        end = start + ZIP_PIECE_ENTRIES
+        text = _map_json(data[start:end])
+        piece = ("[" if start == 0 else ",") + text[1:-1] + ("]" if end >= len(data) else "")
+        pieces.append(piece)
+        size += len(piece)
+        if size >= ZIP_CHUNK_BYTES:
+            yield "".join(pieces).encode()
+            pieces, size = [], 0
+    if pieces:
+        yield "".join(pieces).encode()
+
+
+class _MapZipper:
+    """One map's zlib stream, fed chunk by chunk on one thread."""
+
+    def __init__(self) -> None:
+        self._stream = zlib.compressobj(ZIP_LEVEL)
+        self._parts: list[bytes] = []
+
+    def feed(self, chunk: bytes) -> None:
+        """Compress the next chunk of the map's JSON.
+
+        Parameters
+        ----------
+        chunk : `bytes`
+            The chunk.
+        """
+        self._parts.append(self._stream.compress(chunk))
+
+    def finish(self) -> str:
+        """Flush the stream; return the map in the iDDS zipped form.
+
+        Returns
+        -------
+        zipped : `str`
+            ``"idds_zip:"`` + base64 of the zlib stream (`zip_map`).
+        """
+        self._parts.append(self._stream.flush())
+        return "idds_zip:" + base64.b64encode(b"".join(self._parts)).decode()
+
+
+def _zip_all(maps: list[list[dict[str, Any]]]) -> list[str]:
+    """Zip maps, compressing on a thread while the next JSON is encoded.
+
+    JSON encoding holds the GIL; zlib releases it while compressing but
+    takes it back after each call, and by default waits up to 5 ms for
+    it. Encoding small pieces under a short switch interval (restored
+    afterwards) hands the GIL over quickly, so both cores work.
+
+    Parameters
+    ----------
+    maps : `list` [`list` [`dict`]]
+        The maps.
+
+    Returns
+    -------
+    zipped : `list` [`str`]
+        Each map zipped (`zip_map`'s format), in order.
+    """
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(min(interval, ZIP_SWITCH_INTERVAL))
+    try:
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            futures = []
+            for data in maps:
+                zipper = _MapZipper()
+                for chunk in _json_chunks(data):
+                    pool.submit(zipper.feed, chunk)
+                futures.append(pool.submit(zipper.finish))
+            return [future.result() for future in futures]
+    finally:
+        sys.setswitchinterval(interval)
 
 
 def _write_maps(generated: GeneratedWorkflow, settings: ServiceSettings, submit_path: str) -> None:
