@@ -360,7 +360,8 @@ def _write_maps(generated: GeneratedWorkflow, settings: ServiceSettings, submit_
         path = os.path.join(submit_path, name)
         os.makedirs(submit_path, exist_ok=True)
         with open(path, "w", encoding="utf-8") as stream:
-            json.dump(content, stream, indent=2 if name == QNODE_MAP_FILENAME else None)
+            # dumps, not dump: only the one-shot encoder is C (same text)
+            stream.write(json.dumps(content, indent=2 if name == QNODE_MAP_FILENAME else None))
         generated.files_to_stage[name] = path
         _LOG.info(
             "Wrote %s (%d entries)", path, sum(len(v) if isinstance(v, dict) else 1 for v in content.values())
