@@ -28,7 +28,12 @@ from idds.common.utils import json_loads
 
 from lsst.ctrl.bps.panda import PanDAService
 from lsst.ctrl.bps.panda.constants import RELAY_PATH
-from lsst.ctrl.bps.panda.exceptions import IDDSRequestError, PanDAUnreachableError
+from lsst.ctrl.bps.panda.exceptions import (
+    IDDSRequestError,
+    PanDABpsError,
+    PanDAConfigError,
+    PanDAUnreachableError,
+)
 from lsst.ctrl.bps.panda.idds_transport import PanDARelayTransport, RetryPolicy
 from lsst.ctrl.bps.panda.submit_record import SubmitRecord
 
@@ -168,3 +173,12 @@ def test_submit_relay_down(tmp_path: Path, relay: _Relay) -> None:
     with pytest.raises(PanDAUnreachableError, match="(?i)refused"):
         service.submit(prepared)
     assert prepared.run_id is None
+
+
+def test_submit_refuses_remote_build_and_foreign_workflows(relay: _Relay) -> None:
+    service = _service()
+    with pytest.raises(PanDAConfigError, match="remoteBuild.enabled"):
+        service.submit(None, remote_build={"enabled": True}, config_file="x.yaml", compute_site="SITE")
+    with pytest.raises(PanDABpsError, match="PanDAService.prepare"):
+        service.submit(object())
+    assert relay.bodies == []

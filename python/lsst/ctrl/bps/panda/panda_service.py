@@ -21,6 +21,7 @@ from lsst.utils.timer import time_this
 
 from . import run_control
 from .constants import DEFAULTS_URI
+from .exceptions import PanDABpsError, PanDAConfigError
 from .idds_transport import IDDSTransport, transport_from_config
 from .panda_workflow import PandaBpsWmsWorkflow
 from .reporting import build_run_reports
@@ -77,7 +78,14 @@ class PanDAService(BaseWmsService):
 
     def submit(self, workflow: BaseWmsWorkflow, **kwargs: Any) -> BaseWmsWorkflow:
         # Docstring inherited from BaseWmsService.submit.
-        assert isinstance(workflow, PandaBpsWmsWorkflow)
+        if workflow is None:  # ctrl_bps's remote-build path: nothing was prepared here
+            raise PanDAConfigError(
+                "remoteBuild.enabled", "remote build is not supported by this plugin; prepare locally"
+            )
+        if not isinstance(workflow, PandaBpsWmsWorkflow):
+            raise PanDABpsError(
+                f"submit needs a workflow made by PanDAService.prepare, not {type(workflow).__name__}"
+            )
         with time_this(log=_LOG, level=logging.INFO, prefix=None, msg="Completed PanDA submit"):
             settings = workflow.settings
             stage_files(workflow.files_to_stage, workflow.distribution_endpoint, settings.max_copy_workers)
