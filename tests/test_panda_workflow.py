@@ -12,7 +12,6 @@ from pathlib import Path
 import pytest
 import yaml
 from idds.common.utils import json_dumps, json_loads
-from idds.doma.workflowv2.domapandawork import DomaPanDAWork
 
 from lsst.ctrl.bps import BPS_DEFAULTS, BpsConfig
 from lsst.ctrl.bps.panda import PandaBpsWmsWorkflow
@@ -20,7 +19,7 @@ from lsst.ctrl.bps.panda.constants import SUBMIT_RECORD_FILENAME, WORKFLOW_JSON_
 from lsst.ctrl.bps.panda.exceptions import PanDAConfigError
 from lsst.ctrl.bps.panda.idds_transport import _take_preset_json
 from lsst.ctrl.bps.panda.panda_service import PanDAService
-from lsst.ctrl.bps.panda.panda_workflow import _json_chunks, _map_json, _zip_all, workflow_labels
+from lsst.ctrl.bps.panda.panda_workflow import workflow_labels
 from lsst.ctrl.bps.panda.submit_record import SubmitRecord, find_submit_dir
 from lsst.ctrl.bps.tests.gw_test_utils import make_3_label_workflow, make_3_label_workflow_noop_sort
 
@@ -162,18 +161,3 @@ def test_workflow_labels() -> None:
         "label3",
         "finalJob",
     ]
-
-
-@pytest.mark.parametrize("count", [0, 1, 31, 32, 33, 5000])
-def test_zip_all_reads_back_with_idds(count: int) -> None:
-    """Maps zipped in chunks on a thread read back with iDDS unzip_data;
-    the GIL switch interval is restored."""
-    shared = {"task": "t_01", "inputname": "parent+x:é"}
-    data = [{"name": f"job_{i}", "order_id": i, "dependencies": [shared] * (i % 3)} for i in range(count)]
-    assert b"".join(_json_chunks(data)) == _map_json(data).encode()
-    interval = sys.getswitchinterval()
-    zipped = _zip_all([data, data[: count // 2]])
-    assert sys.getswitchinterval() == interval
-    assert all(z.startswith("idds_zip:") for z in zipped)
-    work = DomaPanDAWork(executable="x", dependency_map=[])
-    assert [work.unzip_data(z) for z in zipped] == [data, data[: count // 2]]

@@ -24,6 +24,7 @@ from __future__ import annotations
 __all__ = ["GeneratedWorkflow", "IDDSWorkflowGenerator", "even_slices"]
 
 import dataclasses
+import functools
 import gc
 import itertools
 import logging
@@ -53,6 +54,7 @@ from .command_line import (
     files_field,
 )
 from .constants import FINAL_PSEUDO_INPUT, NO_DIRECT_IO
+from .dependency_map import MapZipper, encode_name, job_reference, map_text
 from .exceptions import WorkflowTranslationError
 from .submit_record import TaskRecord
 from .task_settings import ServiceSettings, TaskSettings
@@ -61,7 +63,6 @@ from .workflow_graph import FlatWorkflow, flatten
 _LOG = logging.getLogger(__name__)
 
 _NAME = operator.attrgetter("name")
-_TASK = operator.itemgetter("task")
 
 ORDER_ID_MAP_KEY = "orderIdMapFilename"
 """Files key of the order-id (job-name) map."""
@@ -141,7 +142,7 @@ class _Chunk:
     group: _Group
     names: list[str]
     order_id: int
-    map_names: list[str]
+    name_literals: list[str]
 
 
 def _is_dir(uri: str) -> bool:
@@ -165,7 +166,7 @@ def _is_dir(uri: str) -> bool:
     return False
 
 
-def _assign_map(work: DomaPanDAWork, entries: list[dict[str, Any]], edges: int) -> None:
+def _assign_map(work: DomaPanDAWork, entries: list[dict[str, Any]] | str, inputs: int, edges: int) -> None:
     """Give a work its dependency map in one assignment.
 
     The ``DomaPanDAWork.dependency_map`` setter re-checks, item by item,
@@ -175,20 +176,36 @@ def _assign_map(work: DomaPanDAWork, entries: list[dict[str, Any]], edges: int) 
     in the error), no dependency listed twice (parents are deduplicated)
     and ``dependency_tasks`` (set by the caller). So the map is stored the
     way the setter stores it, with the counts the setter records, and
-    without its second pass over every job.
+    without its second pass over every job. A zipped map (iDDS's own
+    stored form, read back by the getter) is stored as is.
 
     Parameters
     ----------
     work : `DomaPanDAWork`
         The work, ``dependency_tasks`` already set.
-    entries : `list` [`dict`]
-        The dependency map.
+    entries : `list` [`dict`] or `str`
+        The dependency map, or the map zipped.
+    inputs : `int`
+        Number of jobs in it.
     edges : `int`
         Number of dependencies in it.
     """
     work._dependency_map = entries
-    work.num_inputs = len(entries)
+    work.num_inputs = inputs
     work.num_dependencies = edges
+
+
+def _set_zipped_map(work: DomaPanDAWork, zipped: str) -> None:
+    """Store a zipped dependency map in a work (counts already set).
+
+    Parameters
+    ----------
+    work : `DomaPanDAWork`
+        The work.
+    zipped : `str`
+        Its map in iDDS's zipped form.
+    """
+    work._dependency_map = zipped
 
 
 def even_slices(count: int, limit: int) -> list[tuple[int, int]]:
@@ -343,7 +360,10 @@ class IDDSWorkflowGenerator:
         self._files_by_id: dict[tuple[Any, ...], _JobFiles] = {}
         self._last_template: tuple[Any, Any, Any, CommandTemplate | None] = (None, None, None, None)
         self._last_files: tuple[Any, list[Any], list[Any], _JobFiles] | None = None
-        self._where: dict[str, dict[str, str]] = {}
+        # Job name to pseudo name, then (once named, see _name_jobs) to its
+        # reference in its children's dependencies, as JSON text.
+        self._where: dict[str, str] = {}
+        self._task_of: dict[str, str] = {}
         self._task_count = 0
         self._task_rank: dict[str, int] = {}
         self._label_counts: dict[str, tuple[int, int]] = {}
@@ -441,10 +461,11 @@ class IDDSWorkflowGenerator:
         groups = self._describe(flat, fixed_base)
         chunks = self._cut(groups)
         works = []
-        for chunk in chunks:
-            work = self._make_work(chunk, flat)
-            workflow.add_work(work)
-            works.append(work)
+        with MapZipper() as zipper:
+            for chunk in chunks:
+                work = self._make_work(chunk, flat, zipper)
+                workflow.add_work(work)
+                works.append(work)
         return works
 
     def _gate(self, workflow: Workflow, works: list[DomaPanDAWork], final_works: list[DomaPanDAWork]) -> None:
@@ -494,8 +515,7 @@ class IDDSWorkflowGenerator:
         for name, job in flat.jobs.items():
             try:
                 key, command, files, pseudo = self._job(name, job, graph_of(name), fixed_base)
-                # The job's dependency entry; its task is set when cut.
-                where[name] = {"task": "", "inputname": pseudo}
+                where[name] = pseudo  # its reference once its task is known (_cut)
                 by_key = labels.get(job.label)
                 if by_key is None:
                     by_key = labels[job.label] = {}
@@ -738,10 +758,10 @@ class IDDSWorkflowGenerator:
                         f"{self.generic_workflow.name}_{self._task_count:02d}_{label}_{chunk_count:02d}"
                     )
                     names = group.names[start:end]
-                    map_names = self._name_jobs(task_name, label, names, order_id)
+                    literals = self._name_jobs(task_name, label, names, order_id)
                     self._tasks[task_name] = TaskRecord(label, len(names))
                     self._task_rank[task_name] = self._task_count
-                    chunks.append(_Chunk(task_name, self._task_count, group, names, order_id, map_names))
+                    chunks.append(_Chunk(task_name, self._task_count, group, names, order_id, literals))
                     order_id += len(names)
             self._label_counts[label] = (order_id, chunk_count)
         return chunks
@@ -768,7 +788,10 @@ class IDDSWorkflowGenerator:
         return ordered + [label for label in seen if label not in ordered]
 
     def _name_jobs(self, task_name: str, label: str, names: list[str], order_id: int) -> list[str]:
-        """Give every job of a chunk its dependency-map name.
+        """Give every job of a chunk its dependency-map name and reference.
+
+        Each job's reference (its entry in its children's ``dependencies``,
+        as JSON text) replaces its pseudo name in ``_where``.
 
         Parameters
         ----------
@@ -783,8 +806,8 @@ class IDDSWorkflowGenerator:
 
         Returns
         -------
-        map_names : `list` [`str`]
-            Dependency-map name of each job.
+        name_literals : `list` [`str`]
+            Dependency-map name of each job, as a JSON literal.
 
         Raises
         ------
@@ -792,35 +815,54 @@ class IDDSWorkflowGenerator:
             Raised naming the job if its name is longer than iDDS allows.
         """
         where = self._where
+        map_names = [where[name] for name in names]
+        if self._order_map is not None:
+            order_map = self._order_map.setdefault(label, {})
+            orders = range(order_id, order_id + len(names))
+            order_map.update(zip(map(str, orders), map_names, strict=True))
+            map_names = [f"{label}:orderIdMap_{index}" for index in orders]
+        elif self._qnode_map is not None:
+            placeholders = [f"PH:{name}" for name in names]
+            self._qnode_map.update(zip(placeholders, map_names, strict=True))
+            map_names = placeholders
+        self._check_lengths(names, map_names)
+        name_literals = list(map(encode_name, map_names))
+        task_literal = encode_name(task_name)
+        for name, literal in zip(names, name_literals, strict=True):
+            where[name] = job_reference(task_literal, literal)
+        self._task_of.update(dict.fromkeys(names, task_name))
+        return name_literals
+
+    def _check_lengths(self, names: list[str], map_names: list[str]) -> None:
+        """Check the map names of a chunk against the iDDS name length.
+
+        Parameters
+        ----------
+        names : `list` [`str`]
+            Job names (for the error).
+        map_names : `list` [`str`]
+            Their map names.
+
+        Raises
+        ------
+        WorkflowTranslationError
+            Raised naming the first job whose map name is too long.
+        """
         limit = self.settings.max_name_length
-        order_map = None if self._order_map is None else self._order_map.setdefault(label, {})
-        qnode_map = self._qnode_map
-        entries = [where[name] for name in names]
-        for entry in entries:
-            entry["task"] = task_name
-        if order_map is not None or qnode_map is not None:
-            for index, (name, entry) in enumerate(zip(names, entries, strict=True), order_id):
-                if order_map is not None:
-                    order_map[str(index)] = entry["inputname"]
-                    entry["inputname"] = f"{label}:orderIdMap_{index}"
-                elif qnode_map is not None:
-                    qnode_map[f"PH:{name}"] = entry["inputname"]
-                    entry["inputname"] = f"PH:{name}"
-        map_names = [entry["inputname"] for entry in entries]
         if map_names and max(map(len, map_names)) > limit:
             name, map_name = next((n, m) for n, m in zip(names, map_names, strict=True) if len(m) > limit)
             raise WorkflowTranslationError(
                 f"Job {name!r}: pseudo input name of {len(map_name)} characters exceeds the iDDS "
                 f"limit of {limit} (IDDS_MAX_NAME_LENGTH); set enableJobNameMap or enableQnodeMap"
             )
-        return map_names
 
     # ------------------------------------------------------------ pass 3
 
-    def _make_work(self, chunk: _Chunk, flat: FlatWorkflow) -> DomaPanDAWork:
-        """Create the work of one chunk with its dependency map.
+    def _make_work(self, chunk: _Chunk, flat: FlatWorkflow, zipper: MapZipper) -> DomaPanDAWork:
+        """Create the work of one chunk; queue its dependency map for zipping.
 
-        The map is built as a plain list and assigned once (see
+        The map is written as JSON text from the parents' references and
+        handed to ``zipper``, which stores it zipped in the work (see
         `_assign_map`).
 
         Parameters
@@ -829,26 +871,23 @@ class IDDSWorkflowGenerator:
             The task.
         flat : `FlatWorkflow`
             The jobs and their parents.
+        zipper : `MapZipper`
+            Zips the map.
 
         Returns
         -------
         work : `DomaPanDAWork`
-            The work.
+            The work (its map is set when ``zipper`` delivers it).
         """
         where = self._where
-        parents_of = flat.parents_function()
-        deps = [[where[p] for p in parents_of(name)] for name in chunk.names]
-        orders = range(chunk.order_id, chunk.order_id + len(deps))
-        entries = [
-            {"name": map_name, "order_id": order_id, "dependencies": job_deps}
-            for map_name, order_id, job_deps in zip(chunk.map_names, orders, deps, strict=True)
-        ]
-        dependency_tasks = set(map(_TASK, itertools.chain.from_iterable(deps)))
-        edges = sum(map(len, deps))
+        parents = list(map(flat.parents_function(), chunk.names))
+        text = map_text(chunk.name_literals, chunk.order_id, ([where[p] for p in ps] for ps in parents))
+        dependency_tasks = set(map(self._task_of.__getitem__, itertools.chain.from_iterable(parents)))
         dependency_tasks.discard(chunk.task_name)
         work = self._new_work(chunk, self._task_settings(chunk.group, chunk.names, flat))
         work.dependency_tasks = sorted(dependency_tasks, key=self._task_rank.__getitem__)
-        _assign_map(work, entries, edges)
+        _assign_map(work, [], len(parents), sum(map(len, parents)))
+        zipper.add(text, functools.partial(_set_zipped_map, work))
         return work
 
     def _task_settings(self, group: _Group, names: list[str], flat: FlatWorkflow) -> TaskSettings:

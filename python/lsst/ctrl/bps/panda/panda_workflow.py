@@ -8,14 +8,9 @@ from __future__ import annotations
 
 __all__ = ["PandaBpsWmsWorkflow"]
 
-import base64
 import json
 import logging
 import os
-import sys
-import zlib
-from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +19,7 @@ from idds.common.utils import json_dumps
 from lsst.ctrl.bps import BaseWmsWorkflow, GenericWorkflow
 
 from .constants import WORKFLOW_JSON_FILENAME
+from .dependency_map import zip_map
 from .idds_transport import preset_json
 from .idds_workflow_generator import QNODE_MAP_FILENAME, GeneratedWorkflow, IDDSWorkflowGenerator
 from .submit_record import SubmitRecord
@@ -34,18 +30,6 @@ _LOG = logging.getLogger(__name__)
 
 REQUEST_CACHE_DIRNAME = "idds_request_cache"
 """Submit sub-directory where iDDS keeps the parts of a split request."""
-
-ZIP_LEVEL = 3
-"""zlib level of the zipped dependency maps."""
-
-ZIP_PIECE_ENTRIES = 32
-"""Map entries JSON-encoded at a time (the GIL may change hands between)."""
-
-ZIP_CHUNK_BYTES = 128 * 1024
-"""Bytes of map JSON handed to the compressing thread at a time."""
-
-ZIP_SWITCH_INTERVAL = 5e-5
-"""Seconds a thread waits for the GIL before asking for it (while zipping)."""
 
 _RUN_ATTRS = {
     "operator": "bps_operator",
@@ -157,26 +141,23 @@ class PandaBpsWmsWorkflow(BaseWmsWorkflow):
 
         iDDS zips each map (JSON, zlib, base64) whenever the workflow is
         serialised: for the file written here, to measure the request and
-        to send it. A map stored already zipped (`zip_map`, same format)
-        is sent as is, so zipping once here makes the later
-        serialisations cheap. iDDS splits requests larger than
-        ``maxRequestLength`` from plain maps only, so such requests keep
-        them plain.
+        to send it. A map stored already zipped (same format) is sent as
+        is; the generator stores them so (`MapZipper`), which makes every
+        serialisation cheap. iDDS splits requests larger than
+        ``maxRequestLength`` from plain maps only, so such requests get
+        them plain again.
 
         Parameters
         ----------
         zipped : `bool`
             Zip the maps, or unzip them.
         """
-        works = list(self.idds_workflow.template.works.values())
-        if not zipped:
-            for work in works:
-                if isinstance(work._dependency_map, str):
-                    work._dependency_map = work.unzip_data(work._dependency_map)
-            return
-        pending = [work for work in works if isinstance(work._dependency_map, list)]
-        for work, zipped_map in zip(pending, _zip_all([w._dependency_map for w in pending]), strict=True):
-            work._dependency_map = zipped_map
+        for work in self.idds_workflow.template.works.values():
+            stored = work._dependency_map
+            if zipped and isinstance(stored, list):
+                work._dependency_map = zip_map(stored)
+            elif not zipped and isinstance(stored, str):
+                work._dependency_map = work.unzip_data(stored)
 
     def record_submission(self, request_id: int | str) -> None:
         """Record the iDDS request id of the submitted run.
@@ -190,154 +171,6 @@ class PandaBpsWmsWorkflow(BaseWmsWorkflow):
         self.submit_record.run_id = int(request_id)
         self.submit_record.write()
         self.submit_record.register()
-
-
-def zip_map(data: list[dict[str, Any]]) -> str:
-    """Zip a dependency map the way iDDS ``zip_data`` does, faster.
-
-    The format is iDDS's (``"idds_zip:"`` + base64 of zlib-compressed JSON),
-    read back by its ``unzip_data``; compact separators and zlib level 3
-    halve the time for a slightly larger result.
-
-    Parameters
-    ----------
-    data : `list` [`dict`]
-        The map.
-
-    Returns
-    -------
-    zipped : `str`
-        The zipped map.
-    """
-    return _compress(_map_json(data))
-
-
-def _map_json(data: list[dict[str, Any]]) -> str:
-    """Return a dependency map as compact JSON.
-
-    Parameters
-    ----------
-    data : `list` [`dict`]
-        The map (a tree: dependency entries may be shared, never cyclic).
-
-    Returns
-    -------
-    text : `str`
-        Its JSON.
-    """
-    return json.dumps(data, separators=(",", ":"), check_circular=False)
-
-
-def _compress(text: str) -> str:
-    """Return JSON text in the iDDS zipped form.
-
-    Parameters
-    ----------
-    text : `str`
-        JSON text.
-
-    Returns
-    -------
-    zipped : `str`
-        ``"idds_zip:"`` + base64 of its zlib compression (level 3).
-    """
-    return "idds_zip:" + base64.b64encode(zlib.compress(text.encode(), ZIP_LEVEL)).decode()
-
-
-def _json_chunks(data: list[dict[str, Any]]) -> Iterator[bytes]:
-    """Yield a map's compact JSON in chunks of about `ZIP_CHUNK_BYTES`.
-
-    The JSON is encoded `ZIP_PIECE_ENTRIES` entries at a time, so that the
-    GIL can change hands between two pieces.
-
-    Parameters
-    ----------
-    data : `list` [`dict`]
-        The map.
-
-    Yields
-    ------
-    chunk : `bytes`
-        UTF-8 JSON; the chunks joined are `_map_json` of the map.
-    """
-    if not data:
-        yield b"[]"
-        return
-    pieces: list[str] = []
-    size = 0
-    for start in range(0, len(data), ZIP_PIECE_ENTRIES):
-        end = start + ZIP_PIECE_ENTRIES
-        text = _map_json(data[start:end])
-        piece = ("[" if start == 0 else ",") + text[1:-1] + ("]" if end >= len(data) else "")
-        pieces.append(piece)
-        size += len(piece)
-        if size >= ZIP_CHUNK_BYTES:
-            yield "".join(pieces).encode()
-            pieces, size = [], 0
-    if pieces:
-        yield "".join(pieces).encode()
-
-
-class _MapZipper:
-    """One map's zlib stream, fed chunk by chunk on one thread."""
-
-    def __init__(self) -> None:
-        self._stream = zlib.compressobj(ZIP_LEVEL)
-        self._parts: list[bytes] = []
-
-    def feed(self, chunk: bytes) -> None:
-        """Compress the next chunk of the map's JSON.
-
-        Parameters
-        ----------
-        chunk : `bytes`
-            The chunk.
-        """
-        self._parts.append(self._stream.compress(chunk))
-
-    def finish(self) -> str:
-        """Flush the stream; return the map in the iDDS zipped form.
-
-        Returns
-        -------
-        zipped : `str`
-            ``"idds_zip:"`` + base64 of the zlib stream (`zip_map`).
-        """
-        self._parts.append(self._stream.flush())
-        return "idds_zip:" + base64.b64encode(b"".join(self._parts)).decode()
-
-
-def _zip_all(maps: list[list[dict[str, Any]]]) -> list[str]:
-    """Zip maps, compressing on a thread while the next JSON is encoded.
-
-    JSON encoding holds the GIL; zlib releases it while compressing but
-    takes it back after each call, and by default waits up to 5 ms for
-    it. Encoding small pieces under a short switch interval (restored
-    afterwards) hands the GIL over quickly, so both cores work.
-
-    Parameters
-    ----------
-    maps : `list` [`list` [`dict`]]
-        The maps.
-
-    Returns
-    -------
-    zipped : `list` [`str`]
-        Each map zipped (`zip_map`'s format), in order.
-    """
-    interval = sys.getswitchinterval()
-    sys.setswitchinterval(min(interval, ZIP_SWITCH_INTERVAL))
-    try:
-        with ThreadPoolExecutor(max_workers=1) as pool:
-            futures = []
-            for data in maps:
-                zipper = _MapZipper()
-                for chunk in _json_chunks(data):
-                    pool.submit(zipper.feed, chunk)
-                futures.append(pool.submit(zipper.finish))
-            return [future.result() for future in futures]
-    finally:
-        sys.setswitchinterval(interval)
 
 
 def _write_maps(generated: GeneratedWorkflow, settings: ServiceSettings, submit_path: str) -> None:

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 __all__ = ["FlatWorkflow", "flatten"]
 
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from typing import Any
 
 from lsst.ctrl.bps import GenericWorkflow, GenericWorkflowJob, GenericWorkflowNodeType
@@ -63,7 +63,7 @@ class FlatWorkflow:
         """
         return self.holder.get(name, self.top)
 
-    def parents(self, name: str) -> Iterable[str]:
+    def parents(self, name: str) -> Collection[str]:
         """Return the payload parents of a payload job, each once.
 
         Parameters
@@ -73,7 +73,7 @@ class FlatWorkflow:
 
         Returns
         -------
-        parents : `~collections.abc.Iterable` [`str`]
+        parents : `~collections.abc.Collection` [`str`]
             Parent job names.
         """
         if self.simple:
@@ -86,7 +86,7 @@ class FlatWorkflow:
                 found[pred] = None
         return found
 
-    def parents_function(self) -> Callable[[str], Iterable[str]]:
+    def parents_function(self) -> Callable[[str], Collection[str]]:
         """Return a fast equivalent of `parents` for loops over many jobs.
 
         Returns

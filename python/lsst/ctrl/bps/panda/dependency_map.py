@@ -1,0 +1,170 @@
+# This file is part of ctrl_bps_panda.
+#
+# Licensed under the BSD 3-Clause License; see the LICENSE file at the top of
+# this distribution.
+"""iDDS dependency maps written as JSON text and zipped in the background.
+
+A `DomaPanDAWork` carries its jobs as a *dependency map*: a list of
+``{"name", "order_id", "dependencies": [{"task", "inputname"}, ...]}``
+entries that iDDS sends zipped (``"idds_zip:"`` + base64 of zlib-compressed
+JSON). A map of a million jobs is hundreds of megabytes of JSON, so it is
+never held as Python dicts: each job's reference (its entry in its children's
+``dependencies``) is encoded once, each map is joined as text, and a
+background thread compresses it while the next map is built. The text is
+byte for byte ``json.dumps(entries, separators=(",", ":"))``.
+"""
+
+from __future__ import annotations
+
+__all__ = ["MapZipper", "encode_name", "job_reference", "map_text", "zip_map", "zip_text"]
+
+import base64
+import json
+import zlib
+from collections import deque
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from types import TracebackType
+from typing import Any
+
+ZIP_LEVEL = 3
+"""zlib level of the zipped maps (half the time of the default level)."""
+
+MAX_PENDING = 2
+"""Maps waiting for the compressing thread before the builder waits."""
+
+ZIP_PREFIX = "idds_zip:"
+"""Marker iDDS puts in front of zipped data."""
+
+encode_name: Callable[[str], str] = json.encoder.encode_basestring_ascii
+"""Return a string as a JSON string literal, as `json.dumps` does."""
+
+
+def job_reference(task_literal: str, name_literal: str) -> str:
+    """Return a job's entry in its children's ``dependencies``, as JSON.
+
+    Parameters
+    ----------
+    task_literal : `str`
+        The job's task name, a JSON literal (`encode_name`).
+    name_literal : `str`
+        The job's map name, a JSON literal.
+
+    Returns
+    -------
+    text : `str`
+        ``{"task":...,"inputname":...}``.
+    """
+    return f'{{"task":{task_literal},"inputname":{name_literal}}}'
+
+
+def map_text(name_literals: Sequence[str], first_order_id: int, dependencies: Iterable[Iterable[str]]) -> str:
+    """Return a dependency map as compact JSON text.
+
+    Parameters
+    ----------
+    name_literals : `~collections.abc.Sequence` [`str`]
+        Each job's map name, a JSON literal, in order.
+    first_order_id : `int`
+        Order id of the first job (the next ones count up).
+    dependencies : `~collections.abc.Iterable`
+        For each job, the `job_reference` texts of its parents.
+
+    Returns
+    -------
+    text : `str`
+        The map's JSON.
+    """
+    order_ids = range(first_order_id, first_order_id + len(name_literals))
+    entries = [
+        f'{{"name":{name},"order_id":{order_id},"dependencies":[{",".join(refs)}]}}'
+        for name, order_id, refs in zip(name_literals, order_ids, dependencies, strict=True)
+    ]
+    return "[" + ",".join(entries) + "]"
+
+
+def zip_text(text: str) -> str:
+    """Return map JSON in iDDS's zipped form.
+
+    Parameters
+    ----------
+    text : `str`
+        ASCII JSON text (`map_text`).
+
+    Returns
+    -------
+    zipped : `str`
+        ``"idds_zip:"`` + base64 of its zlib compression, read back by
+        iDDS's ``unzip_data``.
+    """
+    return ZIP_PREFIX + base64.b64encode(zlib.compress(text.encode(), ZIP_LEVEL)).decode()
+
+
+def zip_map(entries: list[dict[str, Any]]) -> str:
+    """Zip a dependency map held as a list.
+
+    Parameters
+    ----------
+    entries : `list` [`dict`]
+        The map.
+
+    Returns
+    -------
+    zipped : `str`
+        The map in iDDS's zipped form (`zip_text`).
+    """
+    return zip_text(json.dumps(entries, separators=(",", ":"), check_circular=False))
+
+
+class MapZipper:
+    """Zip maps on one background thread while the caller builds the next.
+
+    zlib releases the GIL while it compresses, so on two cores the
+    compression costs the builder almost nothing. At most `MAX_PENDING`
+    maps wait, so the texts waiting never outgrow two maps.
+
+    Use as a context manager; `close` (on exit) waits for every map and
+    hands each zipped map to the callback given with it, in order.
+    """
+
+    def __init__(self) -> None:
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="map-zip")
+        self._pending: deque[tuple[Future[str], Callable[[str], None]]] = deque()
+
+    def __enter__(self) -> MapZipper:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+
+    def add(self, text: str, done: Callable[[str], None]) -> None:
+        """Queue a map's JSON text for zipping.
+
+        Parameters
+        ----------
+        text : `str`
+            The map's JSON (`map_text`).
+        done : `~collections.abc.Callable` [[`str`], `None`]
+            Called, on the caller's thread, with the zipped map.
+        """
+        while len(self._pending) >= MAX_PENDING:
+            self._take_oldest()
+        self._pending.append((self._pool.submit(zip_text, text), done))
+
+    def close(self) -> None:
+        """Wait for every queued map and deliver it; stop the thread."""
+        try:
+            while self._pending:
+                self._take_oldest()
+        finally:
+            self._pool.shutdown(wait=True)
+
+    def _take_oldest(self) -> None:
+        """Wait for the oldest queued map and deliver it."""
+        future, done = self._pending.popleft()
+        done(future.result())
