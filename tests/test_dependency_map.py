@@ -7,6 +7,7 @@ is exactly what json.dumps writes and every zipped map reads back with
 iDDS's own unzip."""
 
 import json
+import sys
 import threading
 import time
 
@@ -57,12 +58,16 @@ def test_map_text_is_json_dumps(jobs: list[tuple[str, list[tuple[str, str]]]], f
 
 def test_zipper_delivers_every_map_in_order() -> None:
     """Maps queued in turn come back zipped to their own callback, in
-    order, and read back with iDDS."""
+    order, and read back with iDDS; the GIL switch interval is short while
+    the zipper runs and restored after."""
     texts = [map_text([encode_name(f"job_{i}_{k}") for k in range(i)], 0, [[]] * i) for i in range(12)]
     got: list[tuple[int, str]] = []
+    interval = sys.getswitchinterval()
     with MapZipper() as zipper:
+        assert sys.getswitchinterval() <= dependency_map.SWITCH_INTERVAL
         for index, text in enumerate(texts):
             zipper.add(text, lambda zipped, index=index: got.append((index, zipped)))
+    assert sys.getswitchinterval() == interval
     assert [index for index, _ in got] == list(range(12))
     assert [_unzip(zipped) for _, zipped in got] == [json.loads(text) for text in texts]
 
@@ -100,9 +105,11 @@ def test_zipper_stops_its_thread_on_error() -> None:
     """An exception while building leaves no thread behind and delivers
     nothing more."""
     before = {t.name for t in threading.enumerate()}
+    interval = sys.getswitchinterval()
     got: list[str] = []
     with pytest.raises(RuntimeError, match="stop"), MapZipper() as zipper:
         zipper.add("[]", got.append)
         raise RuntimeError("stop")
+    assert sys.getswitchinterval() == interval
     assert not [t for t in threading.enumerate() if t.name.startswith("map-zip") and t.name not in before]
     assert got == []

@@ -20,15 +20,29 @@ __all__ = ["MapZipper", "encode_name", "job_reference", "map_text", "zip_map", "
 
 import base64
 import json
-import zlib
+import sys
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from types import TracebackType
 from typing import Any
 
+from zlib_ng import zlib_ng
+
 ZIP_LEVEL = 3
-"""zlib level of the zipped maps (half the time of the default level)."""
+"""Compression level of the zipped maps.
+
+zlib-ng at level 3 writes a standard zlib stream (read back by iDDS with
+the stdlib ``zlib``) about 4 % smaller than stdlib zlib at its default
+level 6, in 40 % of its time (bench/results: 1.4 against 3.5 µs per job).
+"""
+
+SWITCH_INTERVAL = 5e-5
+"""Seconds the zipping thread waits for the GIL before asking for it.
+
+The compressor takes the GIL back after every output block; with the
+default 5 ms it would sit idle while the builder holds the GIL.
+"""
 
 MAX_PENDING = 2
 """Maps waiting for the compressing thread before the builder waits."""
@@ -97,7 +111,7 @@ def zip_text(text: str) -> str:
         ``"idds_zip:"`` + base64 of its zlib compression, read back by
         iDDS's ``unzip_data``.
     """
-    return ZIP_PREFIX + base64.b64encode(zlib.compress(text.encode(), ZIP_LEVEL)).decode()
+    return ZIP_PREFIX + base64.b64encode(zlib_ng.compress(text.encode(), ZIP_LEVEL)).decode()
 
 
 def zip_map(entries: list[dict[str, Any]]) -> str:
@@ -121,7 +135,9 @@ class MapZipper:
 
     zlib releases the GIL while it compresses, so on two cores the
     compression costs the builder almost nothing. At most `MAX_PENDING`
-    maps wait, so the texts waiting never outgrow two maps.
+    maps wait, so the texts waiting never outgrow two maps. While it runs
+    the interpreter's switch interval is `SWITCH_INTERVAL` (restored by
+    `close`).
 
     Use as a context manager; `close` (on exit) waits for every map and
     hands each zipped map to the callback given with it, in order.
@@ -130,6 +146,8 @@ class MapZipper:
     def __init__(self) -> None:
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="map-zip")
         self._pending: deque[tuple[Future[str], Callable[[str], None]]] = deque()
+        self._interval = sys.getswitchinterval()
+        sys.setswitchinterval(min(self._interval, SWITCH_INTERVAL))
 
     def __enter__(self) -> MapZipper:
         return self
@@ -141,6 +159,7 @@ class MapZipper:
             self.close()
         else:
             self._pool.shutdown(wait=True, cancel_futures=True)
+            sys.setswitchinterval(self._interval)
 
     def add(self, text: str, done: Callable[[str], None]) -> None:
         """Queue a map's JSON text for zipping.
@@ -163,6 +182,7 @@ class MapZipper:
                 self._take_oldest()
         finally:
             self._pool.shutdown(wait=True)
+            sys.setswitchinterval(self._interval)
 
     def _take_oldest(self) -> None:
         """Wait for the oldest queued map and deliver it."""
