@@ -21,7 +21,9 @@ from lsst.ctrl.bps.panda.dependency_map import (
     MapZipper,
     encode_name,
     job_reference,
+    map_entries,
     map_text,
+    zip_entries,
     zip_map,
     zip_text,
 )
@@ -54,19 +56,26 @@ def test_map_text_is_json_dumps(jobs: list[tuple[str, list[tuple[str, str]]]], f
     assert text == json.dumps(entries, separators=(",", ":"))
     assert _unzip(zip_text(text)) == entries
     assert zip_map(entries) == zip_text(text)
+    pieces = map_entries([encode_name(name) for name, _ in jobs], first, refs)
+    assert "[" + ",".join(pieces) + "]" == text
+    assert _unzip(zip_entries(pieces)) == entries
 
 
 def test_zipper_delivers_every_map_in_order() -> None:
     """Maps queued in turn come back zipped to their own callback, in
     order, and read back with iDDS; the GIL switch interval is short while
     the zipper runs and restored after."""
-    texts = [map_text([encode_name(f"job_{i}_{k}") for k in range(i)], 0, [[]] * i) for i in range(12)]
+    maps = [
+        map_entries([encode_name(f"job_{i}_{k}") for k in range(i * 150)], 0, [[]] * i * 150)
+        for i in range(12)
+    ]
+    texts = ["[" + ",".join(entries) + "]" for entries in maps]
     got: list[tuple[int, str]] = []
     interval = sys.getswitchinterval()
     with MapZipper() as zipper:
         assert sys.getswitchinterval() <= dependency_map.SWITCH_INTERVAL
-        for index, text in enumerate(texts):
-            zipper.add(text, lambda zipped, index=index: got.append((index, zipped)))
+        for index, entries in enumerate(maps):
+            zipper.add(entries, lambda zipped, index=index: got.append((index, zipped)))
     assert sys.getswitchinterval() == interval
     assert [index for index, _ in got] == list(range(12))
     assert [_unzip(zipped) for _, zipped in got] == [json.loads(text) for text in texts]
@@ -77,24 +86,24 @@ def test_zipper_bounds_the_maps_waiting(monkeypatch: pytest.MonkeyPatch) -> None
     MAX_PENDING maps are queued, and callbacks run on the caller's thread."""
     release = threading.Event()
     running: list[int] = []
-    slow_calls: list[str] = []
+    slow_calls: list[list[str]] = []
 
-    def slow_zip(text: str) -> str:
+    def slow_zip(entries: list[str]) -> str:
         release.wait(5)
-        slow_calls.append(text)
-        return zip_text(text)
+        slow_calls.append(entries)
+        return zip_entries(entries)
 
-    monkeypatch.setattr(dependency_map, "zip_text", slow_zip)
+    monkeypatch.setattr(dependency_map, "zip_entries", slow_zip)
     caller = threading.get_ident()
     threads: list[int] = []
     with MapZipper() as zipper:
         for _ in range(dependency_map.MAX_PENDING):
-            zipper.add("[]", lambda _z: threads.append(threading.get_ident()))
+            zipper.add([], lambda _z: threads.append(threading.get_ident()))
         assert len(zipper._pending) == dependency_map.MAX_PENDING and not threads
         timer = threading.Timer(0.2, release.set)
         timer.start()
         start = time.monotonic()
-        zipper.add("[]", lambda _z: threads.append(threading.get_ident()))  # waits for the oldest
+        zipper.add([], lambda _z: threads.append(threading.get_ident()))  # waits for the oldest
         running.append(len(zipper._pending))
         assert time.monotonic() - start >= 0.1
     assert running == [dependency_map.MAX_PENDING]
@@ -108,7 +117,7 @@ def test_zipper_stops_its_thread_on_error() -> None:
     interval = sys.getswitchinterval()
     got: list[str] = []
     with pytest.raises(RuntimeError, match="stop"), MapZipper() as zipper:
-        zipper.add("[]", got.append)
+        zipper.add([], got.append)
         raise RuntimeError("stop")
     assert sys.getswitchinterval() == interval
     assert not [t for t in threading.enumerate() if t.name.startswith("map-zip") and t.name not in before]

@@ -16,7 +16,16 @@ byte for byte ``json.dumps(entries, separators=(",", ":"))``.
 
 from __future__ import annotations
 
-__all__ = ["MapZipper", "encode_name", "job_reference", "map_text", "zip_map", "zip_text"]
+__all__ = [
+    "MapZipper",
+    "encode_name",
+    "job_reference",
+    "map_entries",
+    "map_text",
+    "zip_entries",
+    "zip_map",
+    "zip_text",
+]
 
 import base64
 import json
@@ -43,6 +52,9 @@ SWITCH_INTERVAL = 5e-5
 The compressor takes the GIL back after every output block; with the
 default 5 ms it would sit idle while the builder holds the GIL.
 """
+
+PIECE_ENTRIES = 256
+"""Map entries encoded and compressed at a time (about 80 kB of JSON)."""
 
 MAX_PENDING = 2
 """Maps waiting for the compressing thread before the builder waits."""
@@ -72,8 +84,10 @@ def job_reference(task_literal: str, name_literal: str) -> str:
     return f'{{"task":{task_literal},"inputname":{name_literal}}}'
 
 
-def map_text(name_literals: Sequence[str], first_order_id: int, dependencies: Iterable[Iterable[str]]) -> str:
-    """Return a dependency map as compact JSON text.
+def map_entries(
+    name_literals: Sequence[str], first_order_id: int, dependencies: Iterable[Iterable[str]]
+) -> list[str]:
+    """Return the entries of a dependency map, each as compact JSON text.
 
     Parameters
     ----------
@@ -86,15 +100,62 @@ def map_text(name_literals: Sequence[str], first_order_id: int, dependencies: It
 
     Returns
     -------
-    text : `str`
-        The map's JSON.
+    entries : `list` [`str`]
+        The map's entries; ``"[" + ",".join(entries) + "]"`` is its JSON.
     """
     order_ids = range(first_order_id, first_order_id + len(name_literals))
-    entries = [
+    return [
         f'{{"name":{name},"order_id":{order_id},"dependencies":[{",".join(refs)}]}}'
         for name, order_id, refs in zip(name_literals, order_ids, dependencies, strict=True)
     ]
-    return "[" + ",".join(entries) + "]"
+
+
+def map_text(name_literals: Sequence[str], first_order_id: int, dependencies: Iterable[Iterable[str]]) -> str:
+    """Return a dependency map as compact JSON text.
+
+    Parameters
+    ----------
+    name_literals : `~collections.abc.Sequence` [`str`]
+        Each job's map name, a JSON literal, in order.
+    first_order_id : `int`
+        Order id of the first job.
+    dependencies : `~collections.abc.Iterable`
+        For each job, the `job_reference` texts of its parents.
+
+    Returns
+    -------
+    text : `str`
+        The map's JSON (`map_entries` joined).
+    """
+    return "[" + ",".join(map_entries(name_literals, first_order_id, dependencies)) + "]"
+
+
+def zip_entries(entries: Sequence[str]) -> str:
+    """Return a map given as entry texts in iDDS's zipped form.
+
+    The JSON is encoded and compressed `PIECE_ENTRIES` entries at a time:
+    the map's whole text (megabytes for a large task) is never built.
+
+    Parameters
+    ----------
+    entries : `~collections.abc.Sequence` [`str`]
+        ASCII JSON of each entry (`map_entries`).
+
+    Returns
+    -------
+    zipped : `str`
+        Same as `zip_text` of the map's JSON.
+    """
+    stream = zlib_ng.compressobj(ZIP_LEVEL)
+    parts = []
+    separator = "["
+    for start in range(0, len(entries), PIECE_ENTRIES):
+        piece = separator + ",".join(entries[start : start + PIECE_ENTRIES])
+        parts.append(stream.compress(piece.encode()))
+        separator = ","
+    parts.append(stream.compress(b"]" if entries else b"[]"))
+    parts.append(stream.flush())
+    return ZIP_PREFIX + base64.b64encode(b"".join(parts)).decode()
 
 
 def zip_text(text: str) -> str:
@@ -161,19 +222,19 @@ class MapZipper:
             self._pool.shutdown(wait=True, cancel_futures=True)
             sys.setswitchinterval(self._interval)
 
-    def add(self, text: str, done: Callable[[str], None]) -> None:
-        """Queue a map's JSON text for zipping.
+    def add(self, entries: Sequence[str], done: Callable[[str], None]) -> None:
+        """Queue a map for zipping.
 
         Parameters
         ----------
-        text : `str`
-            The map's JSON (`map_text`).
+        entries : `~collections.abc.Sequence` [`str`]
+            The map's entries as JSON (`map_entries`).
         done : `~collections.abc.Callable` [[`str`], `None`]
             Called, on the caller's thread, with the zipped map.
         """
         while len(self._pending) >= MAX_PENDING:
             self._take_oldest()
-        self._pending.append((self._pool.submit(zip_text, text), done))
+        self._pending.append((self._pool.submit(zip_entries, entries), done))
 
     def close(self) -> None:
         """Wait for every queued map and deliver it; stop the thread."""

@@ -54,7 +54,7 @@ from .command_line import (
     files_field,
 )
 from .constants import FINAL_PSEUDO_INPUT, NO_DIRECT_IO
-from .dependency_map import MapZipper, encode_name, job_reference, map_text
+from .dependency_map import MapZipper, encode_name, job_reference, map_entries
 from .exceptions import WorkflowTranslationError
 from .submit_record import TaskRecord
 from .task_settings import ServiceSettings, TaskSettings
@@ -861,9 +861,9 @@ class IDDSWorkflowGenerator:
     def _make_work(self, chunk: _Chunk, flat: FlatWorkflow, zipper: MapZipper) -> DomaPanDAWork:
         """Create the work of one chunk; queue its dependency map for zipping.
 
-        The map is written as JSON text from the parents' references and
-        handed to ``zipper``, which stores it zipped in the work (see
-        `_assign_map`).
+        The map's entries are written as JSON text from the parents'
+        references and handed to ``zipper``, which stores the map zipped in
+        the work (see `_assign_map`).
 
         Parameters
         ----------
@@ -881,13 +881,13 @@ class IDDSWorkflowGenerator:
         """
         where = self._where
         parents = list(map(flat.parents_function(), chunk.names))
-        text = map_text(chunk.name_literals, chunk.order_id, ([where[p] for p in ps] for ps in parents))
+        entries = map_entries(chunk.name_literals, chunk.order_id, ([where[p] for p in ps] for ps in parents))
         dependency_tasks = set(map(self._task_of.__getitem__, itertools.chain.from_iterable(parents)))
         dependency_tasks.discard(chunk.task_name)
         work = self._new_work(chunk, self._task_settings(chunk.group, chunk.names, flat))
         work.dependency_tasks = sorted(dependency_tasks, key=self._task_rank.__getitem__)
         _assign_map(work, [], len(parents), sum(map(len, parents)))
-        zipper.add(text, functools.partial(_set_zipped_map, work))
+        zipper.add(entries, functools.partial(_set_zipped_map, work))
         return work
 
     def _task_settings(self, group: _Group, names: list[str], flat: FlatWorkflow) -> TaskSettings:
