@@ -20,7 +20,7 @@ from lsst.ctrl.bps.panda import dependency_map
 from lsst.ctrl.bps.panda.dependency_map import (
     MapZipper,
     encode_name,
-    job_reference,
+    job_references,
     map_entries,
     map_text,
     zip_entries,
@@ -51,7 +51,7 @@ def test_map_text_is_json_dumps(jobs: list[tuple[str, list[tuple[str, str]]]], f
         }
         for index, (name, parents) in enumerate(jobs)
     ]
-    refs = [[job_reference(encode_name(t), encode_name(p)) for t, p in parents] for _, parents in jobs]
+    refs = [[job_references(encode_name(t), [encode_name(p)])[0] for t, p in parents] for _, parents in jobs]
     text = map_text([encode_name(name) for name, _ in jobs], first, refs)
     assert text == json.dumps(entries, separators=(",", ":"))
     assert _unzip(zip_text(text)) == entries

@@ -19,7 +19,7 @@ from __future__ import annotations
 __all__ = [
     "MapZipper",
     "encode_name",
-    "job_reference",
+    "job_references",
     "map_entries",
     "map_text",
     "zip_entries",
@@ -66,22 +66,23 @@ encode_name: Callable[[str], str] = json.encoder.encode_basestring_ascii
 """Return a string as a JSON string literal, as `json.dumps` does."""
 
 
-def job_reference(task_literal: str, name_literal: str) -> str:
-    """Return a job's entry in its children's ``dependencies``, as JSON.
+def job_references(task_literal: str, name_literals: Iterable[str]) -> list[str]:
+    """Return the jobs' entries in their children's ``dependencies``, as JSON.
 
     Parameters
     ----------
     task_literal : `str`
-        The job's task name, a JSON literal (`encode_name`).
-    name_literal : `str`
-        The job's map name, a JSON literal.
+        The jobs' task name, a JSON literal (`encode_name`).
+    name_literals : `~collections.abc.Iterable` [`str`]
+        Each job's map name, a JSON literal.
 
     Returns
     -------
-    text : `str`
-        ``{"task":...,"inputname":...}``.
+    texts : `list` [`str`]
+        ``{"task":...,"inputname":...}`` for each job.
     """
-    return f'{{"task":{task_literal},"inputname":{name_literal}}}'
+    prefix = '{"task":' + task_literal + ',"inputname":'
+    return [prefix + name + "}" for name in name_literals]
 
 
 def map_entries(
@@ -96,7 +97,7 @@ def map_entries(
     first_order_id : `int`
         Order id of the first job (the next ones count up).
     dependencies : `~collections.abc.Iterable`
-        For each job, the `job_reference` texts of its parents.
+        For each job, the `job_references` texts of its parents.
 
     Returns
     -------
@@ -120,7 +121,7 @@ def map_text(name_literals: Sequence[str], first_order_id: int, dependencies: It
     first_order_id : `int`
         Order id of the first job.
     dependencies : `~collections.abc.Iterable`
-        For each job, the `job_reference` texts of its parents.
+        For each job, the `job_references` texts of its parents.
 
     Returns
     -------

@@ -54,7 +54,7 @@ from .command_line import (
     files_field,
 )
 from .constants import FINAL_PSEUDO_INPUT, NO_DIRECT_IO
-from .dependency_map import MapZipper, encode_name, job_reference, map_entries
+from .dependency_map import MapZipper, encode_name, job_references, map_entries
 from .exceptions import WorkflowTranslationError
 from .submit_record import TaskRecord
 from .task_settings import ServiceSettings, TaskSettings
@@ -131,6 +131,7 @@ class _Group:
     command: ResolvedCommand
     files: _JobFiles
     names: list[str] = dataclasses.field(default_factory=list)
+    pseudos: list[str] = dataclasses.field(default_factory=list)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -360,8 +361,8 @@ class IDDSWorkflowGenerator:
         self._files_by_id: dict[tuple[Any, ...], _JobFiles] = {}
         self._last_template: tuple[Any, Any, Any, CommandTemplate | None] = (None, None, None, None)
         self._last_files: tuple[Any, list[Any], list[Any], _JobFiles] | None = None
-        # Job name to pseudo name, then (once named, see _name_jobs) to its
-        # reference in its children's dependencies, as JSON text.
+        # Job name to its reference in its children's dependencies, as JSON
+        # text, and to its task (both set when the job's task is cut).
         self._where: dict[str, str] = {}
         self._task_of: dict[str, str] = {}
         self._task_count = 0
@@ -510,12 +511,10 @@ class IDDSWorkflowGenerator:
             Raised naming the job if it cannot be translated.
         """
         labels: dict[str, dict[tuple[Any, ...], _Group]] = {}
-        where = self._where
         graph_of = (lambda name: flat.top) if flat.simple else flat.graph_of
         for name, job in flat.jobs.items():
             try:
                 key, command, files, pseudo = self._job(name, job, graph_of(name), fixed_base)
-                where[name] = pseudo  # its reference once its task is known (_cut)
                 by_key = labels.get(job.label)
                 if by_key is None:
                     by_key = labels[job.label] = {}
@@ -526,6 +525,7 @@ class IDDSWorkflowGenerator:
             if found is None:
                 found = by_key[key] = _Group(job.label, command, files)
             found.names.append(name)
+            found.pseudos.append(pseudo)
         return labels
 
     def _job(
@@ -758,11 +758,12 @@ class IDDSWorkflowGenerator:
                         f"{self.generic_workflow.name}_{self._task_count:02d}_{label}_{chunk_count:02d}"
                     )
                     names = group.names[start:end]
-                    literals = self._name_jobs(task_name, label, names, order_id)
+                    literals = self._name_jobs(task_name, label, names, group.pseudos[start:end], order_id)
                     self._tasks[task_name] = TaskRecord(label, len(names))
                     self._task_rank[task_name] = self._task_count
                     chunks.append(_Chunk(task_name, self._task_count, group, names, order_id, literals))
                     order_id += len(names)
+                group.pseudos.clear()  # now held, where needed, in the references
             self._label_counts[label] = (order_id, chunk_count)
         return chunks
 
@@ -787,11 +788,13 @@ class IDDSWorkflowGenerator:
             ordered = []
         return ordered + [label for label in seen if label not in ordered]
 
-    def _name_jobs(self, task_name: str, label: str, names: list[str], order_id: int) -> list[str]:
+    def _name_jobs(
+        self, task_name: str, label: str, names: list[str], pseudos: list[str], order_id: int
+    ) -> list[str]:
         """Give every job of a chunk its dependency-map name and reference.
 
         Each job's reference (its entry in its children's ``dependencies``,
-        as JSON text) replaces its pseudo name in ``_where``.
+        as JSON text) is recorded in ``_where``, its task in ``_task_of``.
 
         Parameters
         ----------
@@ -801,6 +804,8 @@ class IDDSWorkflowGenerator:
             Its label.
         names : `list` [`str`]
             Its job names.
+        pseudos : `list` [`str`]
+            Their pseudo input names.
         order_id : `int`
             Order id of the first job.
 
@@ -814,22 +819,19 @@ class IDDSWorkflowGenerator:
         WorkflowTranslationError
             Raised naming the job if its name is longer than iDDS allows.
         """
-        where = self._where
-        map_names = [where[name] for name in names]
+        map_names = pseudos
         if self._order_map is not None:
             order_map = self._order_map.setdefault(label, {})
             orders = range(order_id, order_id + len(names))
-            order_map.update(zip(map(str, orders), map_names, strict=True))
+            order_map.update(zip(map(str, orders), pseudos, strict=True))
             map_names = [f"{label}:orderIdMap_{index}" for index in orders]
         elif self._qnode_map is not None:
             placeholders = [f"PH:{name}" for name in names]
-            self._qnode_map.update(zip(placeholders, map_names, strict=True))
+            self._qnode_map.update(zip(placeholders, pseudos, strict=True))
             map_names = placeholders
         self._check_lengths(names, map_names)
         name_literals = list(map(encode_name, map_names))
-        task_literal = encode_name(task_name)
-        for name, literal in zip(names, name_literals, strict=True):
-            where[name] = job_reference(task_literal, literal)
+        self._where.update(zip(names, job_references(encode_name(task_name), name_literals), strict=True))
         self._task_of.update(dict.fromkeys(names, task_name))
         return name_literals
 
