@@ -25,7 +25,6 @@ __all__ = ["GeneratedWorkflow", "IDDSWorkflowGenerator", "even_slices"]
 
 import dataclasses
 import functools
-import gc
 import itertools
 import logging
 import math
@@ -41,6 +40,7 @@ from idds.workflowv2.workflow import AndCondition, Workflow
 
 from lsst.ctrl.bps import GenericWorkflow, GenericWorkflowJob
 
+from .collector_pause import collector_paused
 from .command_line import (
     ORDER_ID_MAP_TOKEN,
     CommandLineError,
@@ -131,6 +131,7 @@ class _Group:
     command: ResolvedCommand
     files: _JobFiles
     names: list[str] = dataclasses.field(default_factory=list)
+    jobs: list[GenericWorkflowJob] = dataclasses.field(default_factory=list)
     pseudos: list[str] = dataclasses.field(default_factory=list)
 
 
@@ -142,6 +143,7 @@ class _Chunk:
     count: int
     group: _Group
     names: list[str]
+    jobs: list[GenericWorkflowJob]
     order_id: int
     name_literals: list[str]
 
@@ -391,13 +393,8 @@ class IDDSWorkflowGenerator:
             Raised, naming the job, if a job cannot be expressed in the
             site decoder's format or exceeds the iDDS name length.
         """
-        collecting = gc.isenabled()
-        gc.disable()  # millions of acyclic containers: no cycle to collect
-        try:
+        with collector_paused():
             return self._build()
-        finally:
-            if collecting:
-                gc.enable()
 
     def _build(self) -> GeneratedWorkflow:
         """Translate the workflow (`build` without the GC switch).
@@ -525,6 +522,7 @@ class IDDSWorkflowGenerator:
             if found is None:
                 found = by_key[key] = _Group(job.label, command, files)
             found.names.append(name)
+            found.jobs.append(job)
             found.pseudos.append(pseudo)
         return labels
 
@@ -761,7 +759,17 @@ class IDDSWorkflowGenerator:
                     literals = self._name_jobs(task_name, label, names, group.pseudos[start:end], order_id)
                     self._tasks[task_name] = TaskRecord(label, len(names))
                     self._task_rank[task_name] = self._task_count
-                    chunks.append(_Chunk(task_name, self._task_count, group, names, order_id, literals))
+                    chunks.append(
+                        _Chunk(
+                            task_name,
+                            self._task_count,
+                            group,
+                            names,
+                            group.jobs[start:end],
+                            order_id,
+                            literals,
+                        )
+                    )
                     order_id += len(names)
                 group.pseudos.clear()  # now held, where needed, in the references
             self._label_counts[label] = (order_id, chunk_count)
@@ -886,13 +894,13 @@ class IDDSWorkflowGenerator:
         entries = map_entries(chunk.name_literals, chunk.order_id, ([where[p] for p in ps] for ps in parents))
         dependency_tasks = set(map(self._task_of.__getitem__, itertools.chain.from_iterable(parents)))
         dependency_tasks.discard(chunk.task_name)
-        work = self._new_work(chunk, self._task_settings(chunk.group, chunk.names, flat))
+        work = self._new_work(chunk, self._task_settings(chunk.group, chunk.jobs))
         work.dependency_tasks = sorted(dependency_tasks, key=self._task_rank.__getitem__)
         _assign_map(work, [], len(parents), sum(map(len, parents)))
         zipper.add(entries, functools.partial(_set_zipped_map, work))
         return work
 
-    def _task_settings(self, group: _Group, names: list[str], flat: FlatWorkflow) -> TaskSettings:
+    def _task_settings(self, group: _Group, jobs: list[GenericWorkflowJob]) -> TaskSettings:
         """Map the attributes of a chunk's jobs to PanDA task fields.
 
         Categorical attributes are equal within a group (task key);
@@ -902,10 +910,8 @@ class IDDSWorkflowGenerator:
         ----------
         group : `_Group`
             The chunk's group.
-        names : `list` [`str`]
-            Its job names.
-        flat : `FlatWorkflow`
-            The jobs.
+        jobs : `list` [`lsst.ctrl.bps.GenericWorkflowJob`]
+            Its jobs.
 
         Returns
         -------
@@ -913,7 +919,6 @@ class IDDSWorkflowGenerator:
             The task's fields.
         """
         settings = self.settings
-        jobs = [flat.jobs[name] for name in names]
         first = jobs[0]
         rss = _chunk_max(jobs, "request_memory", settings.request_memory)
         rss_max = _chunk_max(jobs, "request_memory_max", settings.request_memory_max)

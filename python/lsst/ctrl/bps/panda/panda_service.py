@@ -20,6 +20,7 @@ from lsst.resources import ResourcePath
 from lsst.utils.timer import time_this
 
 from . import run_control
+from .collector_pause import collector_paused
 from .constants import DEFAULTS_URI
 from .exceptions import PanDABpsError, PanDAConfigError
 from .idds_transport import IDDSTransport, transport_from_config
@@ -69,11 +70,12 @@ class PanDAService(BaseWmsService):
         # Docstring inherited from BaseWmsService.prepare.
         service_class = f"{self.__class__.__module__}.{self.__class__.__name__}"
         with time_this(log=_LOG, level=logging.INFO, prefix=None, msg="Completed PanDA prepare"):
-            workflow = PandaBpsWmsWorkflow.from_generic_workflow(
-                config, generic_workflow, out_prefix, service_class
-            )
-            if out_prefix is not None:
-                workflow.write(out_prefix)
+            with collector_paused():
+                workflow = PandaBpsWmsWorkflow.from_generic_workflow(
+                    config, generic_workflow, out_prefix, service_class
+                )
+                if out_prefix is not None:
+                    workflow.write(out_prefix)
         return workflow
 
     def submit(self, workflow: BaseWmsWorkflow, **kwargs: Any) -> BaseWmsWorkflow:
