@@ -63,6 +63,8 @@ from .workflow_graph import FlatWorkflow, flatten
 _LOG = logging.getLogger(__name__)
 
 _NAME = operator.attrgetter("name")
+_FIRST = operator.itemgetter(0)
+_SECOND = operator.itemgetter(1)
 
 ORDER_ID_MAP_KEY = "orderIdMapFilename"
 """Files key of the order-id (job-name) map."""
@@ -363,10 +365,9 @@ class IDDSWorkflowGenerator:
         self._files_by_id: dict[tuple[Any, ...], _JobFiles] = {}
         self._last_template: tuple[Any, Any, Any, CommandTemplate | None] = (None, None, None, None)
         self._last_files: tuple[Any, list[Any], list[Any], _JobFiles] | None = None
-        # Job name to its reference in its children's dependencies, as JSON
-        # text, and to its task (both set when the job's task is cut).
-        self._where: dict[str, str] = {}
-        self._task_of: dict[str, str] = {}
+        # Job name to (its reference in its children's dependencies, as JSON
+        # text; its task), set when the job's task is cut.
+        self._where: dict[str, tuple[str, str]] = {}
         self._task_count = 0
         self._task_rank: dict[str, int] = {}
         self._label_counts: dict[str, tuple[int, int]] = {}
@@ -802,7 +803,7 @@ class IDDSWorkflowGenerator:
         """Give every job of a chunk its dependency-map name and reference.
 
         Each job's reference (its entry in its children's ``dependencies``,
-        as JSON text) is recorded in ``_where``, its task in ``_task_of``.
+        as JSON text) and its task are recorded in ``_where``.
 
         Parameters
         ----------
@@ -839,8 +840,8 @@ class IDDSWorkflowGenerator:
             map_names = placeholders
         self._check_lengths(names, map_names)
         name_literals = list(map(encode_name, map_names))
-        self._where.update(zip(names, job_references(encode_name(task_name), name_literals), strict=True))
-        self._task_of.update(dict.fromkeys(names, task_name))
+        references = job_references(encode_name(task_name), name_literals)
+        self._where.update(zip(names, zip(references, itertools.repeat(task_name)), strict=True))
         return name_literals
 
     def _check_lengths(self, names: list[str], map_names: list[str]) -> None:
@@ -890,13 +891,13 @@ class IDDSWorkflowGenerator:
             The work (its map is set when ``zipper`` delivers it).
         """
         where = self._where
-        parents = list(map(flat.parents_function(), chunk.names))
-        entries = map_entries(chunk.name_literals, chunk.order_id, ([where[p] for p in ps] for ps in parents))
-        dependency_tasks = set(map(self._task_of.__getitem__, itertools.chain.from_iterable(parents)))
+        deps = [[where[p] for p in ps] for ps in map(flat.parents_function(), chunk.names)]
+        entries = map_entries(chunk.name_literals, chunk.order_id, (map(_FIRST, ds) for ds in deps))
+        dependency_tasks = set(map(_SECOND, itertools.chain.from_iterable(deps)))
         dependency_tasks.discard(chunk.task_name)
         work = self._new_work(chunk, self._task_settings(chunk.group, chunk.jobs))
         work.dependency_tasks = sorted(dependency_tasks, key=self._task_rank.__getitem__)
-        _assign_map(work, [], len(parents), sum(map(len, parents)))
+        _assign_map(work, [], len(deps), sum(map(len, deps)))
         zipper.add(entries, functools.partial(_set_zipped_map, work))
         return work
 
