@@ -407,20 +407,17 @@ def measure(bench: Bench, n_jobs: int, repeats: int, other_python: str | None) -
         The JSON line for this N.
     """
     spec = {"n_jobs": n_jobs, "pickle": str(bench.pickle_path(n_jobs))}
-    floors = [bench.run_worker(sys.executable, dict(spec, mode="floor")) for _ in range(repeats)]
-    floor_s = _median(floors, "floor_s")
     profile_dir = os.environ.get("BENCH_PROFILE_DIR")
-    runs = [
-        bench.run_worker(
-            sys.executable,
-            dict(
-                spec,
-                mode="service",
-                profile=f"{profile_dir}/service_{n_jobs}_{i}.prof" if profile_dir else None,
-            ),
-        )
-        for i in range(repeats)
-    ]
+    floors, runs, others = [], [], []
+    # Interleaved, so that a change of machine speed during the run moves
+    # the floor and the implementations alike.
+    for i in range(repeats):
+        floors.append(bench.run_worker(sys.executable, dict(spec, mode="floor")))
+        profile = f"{profile_dir}/service_{n_jobs}_{i}.prof" if profile_dir else None
+        runs.append(bench.run_worker(sys.executable, dict(spec, mode="service", profile=profile)))
+        if other_python:
+            others.append(bench.run_worker(other_python, dict(spec, mode="service")))
+    floor_s = _median(floors, "floor_s")
     line: dict[str, Any] = {
         "n_jobs": n_jobs,
         "repeats": repeats,
@@ -429,7 +426,6 @@ def measure(bench: Bench, n_jobs: int, repeats: int, other_python: str | None) -
     }
     line.update(summarise(n_jobs, runs, floor_s))
     if other_python:
-        others = [bench.run_worker(other_python, dict(spec, mode="service")) for _ in range(repeats)]
         line["other"] = summarise(n_jobs, others, floor_s)
         line["other"]["python"] = other_python
         line["speedup_vs_other"] = round(line["other"]["prepare_submit_s"] / line["prepare_submit_s"], 2)
