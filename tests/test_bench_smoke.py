@@ -114,3 +114,23 @@ def test_bench_runs_end_to_end_at_300_jobs(tmp_path: Path) -> None:
     assert line["ratio_to_floor"] > 0 and line["floor_s"] > 0
     # The run quantum graph was staged to the distribution endpoint.
     assert list((tmp_path / "dist").glob("*/bench_run.qg"))
+
+
+def test_stage_breakdown_times_every_stage() -> None:
+    """The stage timer runs prepare+submit through the stand-in and reports
+    every stage it wraps, nested stages no larger than their parents."""
+    proc = subprocess.run(
+        [sys.executable, str(BENCH / "stage_breakdown.py"), "--jobs", "300", "--repeats", "2"],
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    assert proc.returncode == 0, proc.stderr
+    stages = {
+        fields[0]: float(fields[1]) for fields in (line.split() for line in proc.stdout.splitlines()[1:])
+    }
+    expected = {"prepare", "submit", "flatten", "gen.build", "gen._describe", "gen.map_entries", "write"}
+    assert expected | {"transport.submit", "stage"} <= set(stages)
+    assert all(value >= 0 for value in stages.values())
+    assert stages["gen._describe"] <= stages["gen.build"] <= stages["prepare"]
+    assert stages["transport.submit"] <= stages["submit"]
