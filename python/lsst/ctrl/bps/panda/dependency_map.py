@@ -9,9 +9,9 @@ A `DomaPanDAWork` carries its jobs as a *dependency map*: a list of
 entries that iDDS sends zipped (``"idds_zip:"`` + base64 of zlib-compressed
 JSON). A map of a million jobs is hundreds of megabytes of JSON, so it is
 never held as Python dicts: each job's reference (its entry in its children's
-``dependencies``) is encoded once, each map is joined as text, and a
-background thread compresses it while the next map is built. The text is
-byte for byte ``json.dumps(entries, separators=(",", ":"))``.
+``dependencies``) is encoded once, each map's entries are written as text,
+and a background thread compresses them while the next map is built. The
+text is byte for byte ``json.dumps(entries, separators=(",", ":"))``.
 """
 
 from __future__ import annotations
@@ -21,7 +21,6 @@ __all__ = [
     "encode_name",
     "job_references",
     "map_entries",
-    "map_text",
     "zip_entries",
     "zip_map",
     "zip_text",
@@ -111,26 +110,6 @@ def map_entries(
     ]
 
 
-def map_text(name_literals: Sequence[str], first_order_id: int, dependencies: Iterable[Iterable[str]]) -> str:
-    """Return a dependency map as compact JSON text.
-
-    Parameters
-    ----------
-    name_literals : `~collections.abc.Sequence` [`str`]
-        Each job's map name, a JSON literal, in order.
-    first_order_id : `int`
-        Order id of the first job.
-    dependencies : `~collections.abc.Iterable`
-        For each job, the `job_references` texts of its parents.
-
-    Returns
-    -------
-    text : `str`
-        The map's JSON (`map_entries` joined).
-    """
-    return "[" + ",".join(map_entries(name_literals, first_order_id, dependencies)) + "]"
-
-
 def zip_entries(entries: Sequence[str]) -> str:
     """Return a map given as entry texts in iDDS's zipped form.
 
@@ -165,7 +144,7 @@ def zip_text(text: str) -> str:
     Parameters
     ----------
     text : `str`
-        ASCII JSON text (`map_text`).
+        ASCII JSON text of a map.
 
     Returns
     -------

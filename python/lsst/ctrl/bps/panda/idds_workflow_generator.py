@@ -171,8 +171,8 @@ def _is_dir(uri: str) -> bool:
     return False
 
 
-def _assign_map(work: DomaPanDAWork, entries: list[dict[str, Any]] | str, inputs: int, edges: int) -> None:
-    """Give a work its dependency map in one assignment.
+def _assign_map(work: DomaPanDAWork, inputs: int, edges: int, zipped: str) -> None:
+    """Give a work its dependency map, zipped, in one assignment.
 
     The ``DomaPanDAWork.dependency_map`` setter re-checks, item by item,
     what the generator guarantees by construction: names unique (job names
@@ -180,37 +180,24 @@ def _assign_map(work: DomaPanDAWork, entries: list[dict[str, Any]] | str, inputs
     longer than ``max_name_length`` (checked per job with the job's name
     in the error), no dependency listed twice (parents are deduplicated)
     and ``dependency_tasks`` (set by the caller). So the map is stored the
-    way the setter stores it, with the counts the setter records, and
-    without its second pass over every job. A zipped map (iDDS's own
-    stored form, read back by the getter) is stored as is.
+    way iDDS stores it once serialised (zipped; its getter unzips it),
+    with the counts the setter records, and without its pass over every
+    job.
 
     Parameters
     ----------
     work : `DomaPanDAWork`
         The work, ``dependency_tasks`` already set.
-    entries : `list` [`dict`] or `str`
-        The dependency map, or the map zipped.
     inputs : `int`
-        Number of jobs in it.
+        Number of jobs in the map.
     edges : `int`
         Number of dependencies in it.
-    """
-    work._dependency_map = entries
-    work.num_inputs = inputs
-    work.num_dependencies = edges
-
-
-def _set_zipped_map(work: DomaPanDAWork, zipped: str) -> None:
-    """Store a zipped dependency map in a work (counts already set).
-
-    Parameters
-    ----------
-    work : `DomaPanDAWork`
-        The work.
     zipped : `str`
-        Its map in iDDS's zipped form.
+        The map in iDDS's zipped form.
     """
     work._dependency_map = zipped
+    work.num_inputs = inputs
+    work.num_dependencies = edges
 
 
 def even_slices(count: int, limit: int) -> list[tuple[int, int]]:
@@ -897,8 +884,7 @@ class IDDSWorkflowGenerator:
         dependency_tasks.discard(chunk.task_name)
         work = self._new_work(chunk, self._task_settings(chunk.group, chunk.jobs))
         work.dependency_tasks = sorted(dependency_tasks, key=self._task_rank.__getitem__)
-        _assign_map(work, [], len(deps), sum(map(len, deps)))
-        zipper.add(entries, functools.partial(_set_zipped_map, work))
+        zipper.add(entries, functools.partial(_assign_map, work, len(deps), sum(map(len, deps))))
         return work
 
     def _task_settings(self, group: _Group, jobs: list[GenericWorkflowJob]) -> TaskSettings:
