@@ -122,7 +122,7 @@ class PandaBpsWmsWorkflow(BaseWmsWorkflow):
         # Docstring inherited from BaseWmsWorkflow.write.
         directory = Path(out_prefix)
         directory.mkdir(parents=True, exist_ok=True)
-        self._zip_maps(True)
+        self._zip_maps(True)  # zipped by the generator; again if an earlier write unzipped them
         # The request exactly as submit sends it: handed to the transport,
         # which then need not serialise the workflow again.
         document = json_dumps(self.idds_workflow)
