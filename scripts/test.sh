@@ -27,6 +27,6 @@ if [ "${REALSTACK_SKIP:-0}" != 1 ]; then
 fi
 if [ "${BENCH_SKIP:-0}" != 1 ]; then
     # prepare+submit at 10k jobs against the floor, as a ratio in one run: fails above 3x + 50 % = 4.5
-    # (it measures 3.7-4.2, doc/performance.md).
+    # (it measured 3.5-4.3 on 2026-12-02, doc/performance.md).
     "$venv/bin/python" bench/check_ratio.py --jobs 10000 --repeats 3
 fi

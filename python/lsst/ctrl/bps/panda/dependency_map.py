@@ -41,8 +41,9 @@ ZIP_LEVEL = 3
 """Compression level of the zipped maps.
 
 zlib-ng at level 3 writes a standard zlib stream (read back by iDDS with
-the stdlib ``zlib``) about 4 % smaller than stdlib zlib at its default
-level 6, in 40 % of its time (bench/results: 1.4 against 3.5 µs per job).
+the stdlib ``zlib``), smaller than stdlib zlib at its default level and
+faster than stdlib zlib at level 3; see doc/performance.md for the bytes
+on the wire it gives.
 """
 
 SWITCH_INTERVAL = 5e-5
