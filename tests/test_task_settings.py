@@ -4,7 +4,7 @@
 # this distribution.
 """Tests of ServiceSettings: every key read once, defaults from the YAML."""
 
-import re
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -186,12 +186,12 @@ def test_booleans_and_map_name(tmp_path: Path) -> None:
     assert settings.order_id_map_filename == "m.json"
 
 
-def test_event_service_warned(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    ServiceSettings.from_config(make_config(tmp_path, enableEventService="isr:10"))
-    assert any(re.search("enableEventService", r.getMessage()) for r in caplog.records)
-    caplog.clear()
-    ServiceSettings.from_config(make_config(tmp_path, enableEventService=False))
-    assert not caplog.records
+def test_event_service_read_not_warned(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    settings = ServiceSettings.from_config(make_config(tmp_path, enableEventService="isr:7,calib"))
+    assert dict(settings.event_service.labels) == {"isr": 7, "calib": 10}
+    assert not any(r.levelno >= logging.WARNING for r in caplog.records)
+    settings = ServiceSettings.from_config(make_config(tmp_path, enableEventService=False))
+    assert not settings.event_service.enabled
 
 
 def test_settings_frozen(tmp_path: Path) -> None:

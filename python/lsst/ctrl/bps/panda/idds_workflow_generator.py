@@ -55,6 +55,7 @@ from .command_line import (
 )
 from .constants import FINAL_PSEUDO_INPUT, NO_DIRECT_IO
 from .dependency_map import MapZipper, encode_name, job_references, map_entries
+from .event_service import WorkEventService, add_event_fields
 from .exceptions import WorkflowTranslationError
 from .submit_record import TaskRecord
 from .task_settings import ServiceSettings, TaskSettings
@@ -882,8 +883,14 @@ class IDDSWorkflowGenerator:
         entries = map_entries(chunk.name_literals, chunk.order_id, (map(_FIRST, ds) for ds in deps))
         dependency_tasks = set(map(_SECOND, itertools.chain.from_iterable(deps)))
         dependency_tasks.discard(chunk.task_name)
-        work = self._new_work(chunk, self._task_settings(chunk.group, chunk.jobs))
+        task = self._task_settings(chunk.group, chunk.jobs)
+        work = self._new_work(chunk, task)
         work.dependency_tasks = sorted(dependency_tasks, key=self._task_rank.__getitem__)
+        event_service = task.event_service
+        if event_service is not None and event_service.enabled:
+            entries, work.es_files = add_event_fields(
+                entries, event_service.label, chunk.order_id, event_service.max_events, list(map(bool, deps))
+            )
         zipper.add(entries, functools.partial(_assign_map, work, len(deps), sum(map(len, deps))))
         return work
 
@@ -912,6 +919,7 @@ class IDDSWorkflowGenerator:
         cores = _chunk_max(jobs, "request_cpus", settings.request_cpus)
         minutes = _chunk_max(jobs, "request_walltime", 0)
         walltime = minutes * 60 if minutes else settings.max_walltime_seconds
+        requested = walltime if minutes else 0
         multiplier = first.memory_multiplier
         step = math.ceil(rss * float(multiplier)) if multiplier else 0
         return TaskSettings(
@@ -928,6 +936,7 @@ class IDDSWorkflowGenerator:
             attempts=_number(first, "numberOfRetries", first.number_of_retries, settings.number_of_retries),
             working_group=first.accounting_group or None,
             label=settings.label(group.label),
+            event_service=settings.event_service.for_work(group.label, requested, walltime),
         )
 
     def _new_work(self, chunk: _Chunk, task: TaskSettings) -> DomaPanDAWork:
@@ -946,6 +955,9 @@ class IDDSWorkflowGenerator:
             The work, without dependency map.
         """
         count = chunk.count
+        event_service = task.event_service or WorkEventService(
+            False, chunk.group.label, self.settings.event_service.max_payloads, task.walltime
+        )
         return DomaPanDAWork(
             executable=self._runner_command(chunk.group),
             primary_input_collection={"scope": "pseudo_dataset", "name": f"pseudo_input_collection#{count}"},
@@ -970,9 +982,12 @@ class IDDSWorkflowGenerator:
             prodSourceLabel=task.label.prod_source_label,
             vo=task.label.vo,
             maxattempt=task.attempts,
-            maxwalltime=task.walltime,
+            maxwalltime=event_service.walltime,
             max_name_length=self.settings.max_name_length,
             enable_job_name_map=self._order_map is not None,
+            es=event_service.enabled,
+            es_label=event_service.label,
+            max_events_per_job=event_service.max_events,
         )
 
     def _runner_command(self, group: _Group) -> str:

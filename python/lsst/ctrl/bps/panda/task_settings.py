@@ -29,6 +29,7 @@ from types import MappingProxyType
 from typing import Any
 
 from .constants import CMD_LINE_TOKEN, DEFAULTS_URI, IDDS_MAX_NAME_LENGTH_DEFAULT
+from .event_service import EventServiceSettings, WorkEventService
 from .exceptions import PanDAConfigError
 
 _LOG = logging.getLogger(__name__)
@@ -282,6 +283,9 @@ class TaskSettings:
         ``working_group`` (``accountingGroup``).
     label : `LabelSettings`
         Per-label fields.
+    event_service : `WorkEventService` or `None`
+        Event-service fields (``es``, ``es_label``, ``max_events_per_job``,
+        ``maxwalltime``), if computed.
     """
 
     site: str
@@ -297,6 +301,7 @@ class TaskSettings:
     attempts: int
     working_group: str | None
     label: LabelSettings
+    event_service: WorkEventService | None = None
 
 
 def _endpoint(config: Any) -> str:
@@ -405,6 +410,32 @@ def _positive(key: str, value: int) -> int:
     return value
 
 
+def _event_service(config: Any) -> EventServiceSettings:
+    """Read ``enableEventService``, ``maxPayloadsPerPandaJob`` and
+    ``maxWmsJobWalltime``.
+
+    Parameters
+    ----------
+    config : `lsst.ctrl.bps.BpsConfig`
+        The configuration.
+
+    Returns
+    -------
+    settings : `EventServiceSettings`
+        The event-service settings.
+
+    Raises
+    ------
+    PanDAConfigError
+        Raised naming the key of an invalid value.
+    """
+    return EventServiceSettings.from_values(
+        _optional(config, "enableEventService"),
+        _search(config, "maxPayloadsPerPandaJob"),
+        _optional(config, "maxWmsJobWalltime"),
+    )
+
+
 @dataclasses.dataclass(frozen=True, slots=True)
 class ServiceSettings:
     """Everything ``prepare`` and ``submit`` need from the configuration.
@@ -437,6 +468,7 @@ class ServiceSettings:
     request_cpus: int
     number_of_retries: int
     labels: Mapping[str, LabelSettings]
+    event_service: EventServiceSettings
 
     @classmethod
     def from_config(cls, config: Any, labels: Iterable[str] = ()) -> ServiceSettings:
@@ -463,8 +495,11 @@ class ServiceSettings:
         if compute_site is None:
             raise PanDAConfigError("computeSite", "required (the PanDA site to run the jobs at), not set")
         submit_side = _typed(config, "submitSideResolvedParams", tuple)
-        if str(_optional(config, "enableEventService")).lower() not in ("none", "false", "0", "no", "off"):
-            _LOG.warning("enableEventService is not supported by this plugin and is ignored")
+        event_service = _event_service(config)
+        numbers = cls._numbers(config)
+        if event_service.enabled and not numbers["enable_job_name_map"]:
+            _LOG.info("enableEventService is set: the job-name (order-id) map is switched on")
+            numbers["enable_job_name_map"] = True
         return cls(
             compute_site=compute_site,
             compute_cloud=_optional(config, "computeCloud"),
@@ -474,7 +509,8 @@ class ServiceSettings:
             submit_side_resolved_params=submit_side,
             labels=_label_settings(config, labels),
             max_name_length=_max_name_length(),
-            **cls._numbers(config),
+            event_service=event_service,
+            **numbers,
             **cls._strings(config),
         )
 
