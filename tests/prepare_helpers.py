@@ -9,7 +9,7 @@ from typing import Any
 
 import yaml
 
-from lsst.ctrl.bps import BPS_DEFAULTS, BpsConfig, GenericWorkflow
+from lsst.ctrl.bps import BPS_DEFAULTS, BpsConfig, GenericWorkflow, GenericWorkflowExec, GenericWorkflowJob
 from lsst.ctrl.bps.panda.idds_workflow_generator import GeneratedWorkflow, IDDSWorkflowGenerator
 from lsst.ctrl.bps.panda.panda_workflow import workflow_labels
 from lsst.ctrl.bps.panda.task_settings import ServiceSettings
@@ -51,3 +51,32 @@ def entries(generated: GeneratedWorkflow) -> dict[str, tuple[str, dict[str, Any]
             assert entry["name"] not in found, entry["name"]
             found[entry["name"]] = (work.task_name, entry)
     return found
+
+
+def split_label_workflow(log: str = "/dev/null", slow: str = "0") -> GenericWorkflow:
+    """Label ``split``: jobs ``s0``..``s5``; ``s0``-``s2`` feed label
+    ``child`` (one job each), ``s3``-``s5`` have no children; a final job.
+
+    Every job appends ``start <id> <time>`` and ``end <id> <time>`` to
+    ``log`` and sleeps ``<id>`` seconds in between; the id travels as the
+    job's ``qgraphNodeId`` so all jobs of a label share one command (one
+    task key). ``s5``'s id is ``slow``; the final job appends
+    ``final <time>``.
+    """
+    stamp = "$(date +%s.%N)"
+    node = "{qgraphNodeId}"
+    args = f"-c 'echo start {node} {stamp} >> {log}; sleep {node}; echo end {node} {stamp} >> {log}'"
+    workflow = GenericWorkflow("wf")
+    exe = GenericWorkflowExec("sh", "/bin/sh", False)
+
+    def job(name: str, label: str, node_id: str) -> GenericWorkflowJob:
+        cmdvals = {"qgraphNodeId": node_id, "qgraphId": "q"}
+        return GenericWorkflowJob(name, label=label, executable=exe, arguments=args, cmdvals=cmdvals)
+
+    for i in range(6):
+        workflow.add_job(job(f"s{i}", "split", slow if i == 5 else f"0.0{i}"))
+    for i in range(3):
+        workflow.add_job(job(f"c{i}", "child", f"0.1{i}"), [f"s{i}"])
+    final_args = f"-c 'echo final {stamp} >> {log}'"
+    workflow.add_final(GenericWorkflowJob("finalJob", label="finalJob", executable=exe, arguments=final_args))
+    return workflow

@@ -14,7 +14,7 @@ import networkx
 import pytest
 from idds.doma.workflowv2.domapandawork import DomaPanDAWork
 from idds.workflowv2.workflow import AndCondition
-from prepare_helpers import entries, generate, works
+from prepare_helpers import entries, generate, split_label_workflow, works
 
 from lsst.ctrl.bps import (
     BpsConfig,
@@ -223,14 +223,31 @@ def test_final_job_and_condition(tmp_path: Path) -> None:
     assert final.dependency_map == [{"name": "pure_pseudoinput" + SUFFIX, "order_id": 0, "dependencies": []}]
     (condition,) = template.conditions.values()
     assert isinstance(condition, AndCondition)
-    parents = {task for work in all_works for task in work.dependency_tasks}
-    sinks = {work.task_name for work in all_works[:-1] if work.task_name not in parents}
-    assert sinks
-    assert {c.__self__.task_name for c in condition.conditions} == sinks
+    assert [c.__self__.task_name for c in condition.conditions] == [w.task_name for w in all_works[:-1]]
     assert all(c.__name__ == "is_terminated" for c in condition.conditions)
     assert [w.task_name for w in condition.true_works] == [final.task_name]
     assert final.get_internal_id() not in template.independent_works
     assert final.processingType == "Rubin_Merge"
+
+
+@pytest.mark.parametrize("max_jobs", [100, 2, 1])
+def test_final_waits_for_every_job_without_children(tmp_path: Path, max_jobs: int) -> None:
+    """A label split between feeding another label and ending branches, in
+    one chunk and across chunks: every work holding a job without children
+    (computed here from the GenericWorkflow) gates the final work."""
+    workflow = split_label_workflow()
+    generated = generate(tmp_path, workflow, maxJobsPerTask=max_jobs)
+    (condition,) = generated.idds_workflow.template.conditions.values()
+    gated = {c.__self__.task_name for c in condition.conditions}
+    assert all(c.__name__ == "is_terminated" for c in condition.conditions)
+    assert [w.task_name for w in condition.true_works] == [works(generated)[-1].task_name]
+    task_of = {entry["name"].split("+")[0]: task for task, entry in entries(generated).values()}
+    childless = [name for name in workflow if name != "finalJob" and not list(workflow.successors(name))]
+    assert sorted(childless) == ["c0", "c1", "c2", "s3", "s4", "s5"]
+    assert {task_of[name] for name in childless} <= gated
+    split_works = {task for name, task in task_of.items() if name.startswith("s")}
+    assert len(split_works) == -(-6 // max_jobs)
+    assert gated == {w.task_name for w in works(generated)[:-1]}
 
 
 def test_no_final_job_no_condition(tmp_path: Path) -> None:

@@ -10,7 +10,7 @@ by its jobs), split into evenly sized chunks of at most ``maxJobsPerTask``
 jobs. Every payload job is one entry of its work's dependency map; every
 edge between payload jobs is one dependency of the child's entry. The final
 job(s) form their own work(s), started by an ``AndCondition`` once every
-sink work has terminated.
+other work has terminated.
 
 The generator is pure: it reads only its `ServiceSettings` and the
 workflow, writes nothing and touches no network. It works in three linear
@@ -456,7 +456,13 @@ class IDDSWorkflowGenerator:
         return works
 
     def _gate(self, workflow: Workflow, works: list[DomaPanDAWork], final_works: list[DomaPanDAWork]) -> None:
-        """Start the final works once every sink work has terminated.
+        """Start the final works once every other work has terminated.
+
+        Every main work is a condition, not only the works no other work
+        depends on: a work can hold jobs with children and jobs without
+        (a label split between feeding another label and ending a branch),
+        and those jobs must end before the final job runs. The rule and
+        its cost (one clause per work) are in ``doc/design.md``.
 
         Parameters
         ----------
@@ -467,10 +473,8 @@ class IDDSWorkflowGenerator:
         final_works : `list` [`DomaPanDAWork`]
             The final job works.
         """
-        parents = {name for work in works for name in work.dependency_tasks or ()}
-        sinks = [work for work in works if work.task_name not in parents]
-        if sinks:
-            condition = AndCondition(conditions=[w.is_terminated for w in sinks], true_works=final_works)
+        if works:
+            condition = AndCondition(conditions=[w.is_terminated for w in works], true_works=final_works)
             workflow.add_condition(condition)
 
     # ------------------------------------------------------------ pass 1
