@@ -14,9 +14,11 @@ import base64
 import gzip
 import json
 import os
+import shutil
 import socket
 import stat
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -32,7 +34,11 @@ from click.testing import CliRunner
 from lsst.ctrl.bps.panda import oidc_token
 from lsst.ctrl.bps.panda.cli.panda_auth import _relay_failure, panda_auth
 
-SCRIPT = Path("/work/main/.venv/bin/panda_auth")
+# The console script of the environment running the tests (its venv's bin/),
+# else the one on PATH.
+SCRIPT = Path(sys.executable).parent / "panda_auth"
+if not SCRIPT.exists():
+    SCRIPT = Path(shutil.which("panda_auth") or SCRIPT)
 VO = "Rubin"
 _TOKEN_VARS = ("PANDA_AUTH_ID_TOKEN", "OIDC_AUTH_TOKEN_FILE", "OIDC_AUTH_ID_TOKEN")
 
