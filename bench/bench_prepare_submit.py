@@ -427,9 +427,30 @@ def measure(bench: Bench, n_jobs: int, repeats: int, other_python: str | None) -
     line.update(summarise(n_jobs, runs, floor_s))
     if other_python:
         line["other"] = summarise(n_jobs, others, floor_s)
-        line["other"]["python"] = other_python
+        line["other"].update(interpreter_versions(other_python))
         line["speedup_vs_other"] = round(line["other"]["prepare_submit_s"] / line["prepare_submit_s"], 2)
     return line
+
+
+def interpreter_versions(python: str) -> dict[str, str]:
+    """Name an interpreter by versions, not by its path on this machine.
+
+    Parameters
+    ----------
+    python : `str`
+        The interpreter.
+
+    Returns
+    -------
+    versions : `dict` [`str`, `str`]
+        ``python_version`` and the ``lsst-ctrl-bps-panda`` it has
+        (``plugin_version``).
+    """
+    code = (
+        "import sys, importlib.metadata as m; print(sys.version.split()[0], m.version('lsst-ctrl-bps-panda'))"
+    )
+    out = subprocess.run([python, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    return {"python_version": out[0], "plugin_version": out[1]}
 
 
 @contextmanager
