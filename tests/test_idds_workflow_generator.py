@@ -303,7 +303,7 @@ def test_attribute_mapping(tmp_path: Path) -> None:
         memory_multiplier=1.5,
         request_memory_max=9000,
         request_cpus=2,
-        request_walltime="30",
+        request_walltime="1800",
         compute_cloud="EU",
         compute_site="SITE_A",
         queue="Q1",
@@ -354,9 +354,9 @@ def test_resources_are_chunk_maxima_and_categories_split(tmp_path: Path) -> None
         "q",
         2,
         3000,
-        600,
+        10,
     )
-    assert (r_work.task_queue, r_work.task_rss, r_work.maxWalltime) == ("r", 2000, 300)
+    assert (r_work.task_queue, r_work.task_rss, r_work.maxWalltime) == ("r", 2000, 5)
     assert r_work.task_name == "wf_02_a_02"
 
 

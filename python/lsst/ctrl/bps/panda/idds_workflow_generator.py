@@ -921,9 +921,10 @@ class IDDSWorkflowGenerator:
         rss = _chunk_max(jobs, "request_memory", settings.request_memory)
         rss_max = _chunk_max(jobs, "request_memory_max", settings.request_memory_max)
         cores = _chunk_max(jobs, "request_cpus", settings.request_cpus)
-        minutes = _chunk_max(jobs, "request_walltime", 0)
-        walltime = minutes * 60 if minutes else settings.max_walltime_seconds
-        requested = walltime if minutes else 0
+        # requestWalltime goes to PanDA as it is, in seconds.
+        seconds = _chunk_max(jobs, "request_walltime", 0)
+        walltime = seconds or settings.max_walltime_seconds
+        requested = seconds
         multiplier = first.memory_multiplier
         step = math.ceil(rss * float(multiplier)) if multiplier else 0
         return TaskSettings(

@@ -276,7 +276,7 @@ class TaskSettings:
     cores : `int`
         ``core_count`` (``requestCpus``).
     walltime : `int`
-        ``maxwalltime`` in seconds (``requestWalltime`` is minutes).
+        ``maxwalltime`` in seconds (``requestWalltime``, also seconds).
     attempts : `int`
         ``maxattempt`` (``numberOfRetries``).
     working_group : `str` or `None`
