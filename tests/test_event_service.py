@@ -29,9 +29,9 @@ from record_existing_plugin import RUNNER, TMP, build_workflow  # noqa: E402
 
 RECORDED = json.loads((DATA / "existing_plugin.json").read_text())["scenarios"]
 
-WALLTIME_UNIT = 60
-"""Seconds per ``requestWalltime`` unit in this package (the recording's
-walltimes are seconds, as the existing plugin reads them)."""
+WALLTIME_UNIT = 1
+"""Seconds per ``requestWalltime`` unit in this package (seconds, as in the
+recording and the existing plugin)."""
 
 
 def _ours(tmp_path: Path, name: str, scenario: dict[str, Any]) -> tuple[Any, list[dict[str, Any]]]:

@@ -72,10 +72,7 @@ MAP_FILES = ("orderIdMapFilename:", "qnodemap:")
 KNOWN_MAP_DIFFERENCES = {
     ("bps_panda_orderid_map.yaml", "finalJob#1"): "this package stages the map to the final job too",
     ("bps_panda_qnode_map.yaml", "finalJob#1"): "this package stages the map to the final job too",
-    **{
-        ("bps_panda_eventservice.yaml", work): "enableEventService is not supported yet (no map staged)"
-        for work in ("label1#1", "label2#1", "forcedPhotCoadd#1")
-    },
+    ("bps_panda_eventservice.yaml", "finalJob#1"): "the event service uses the job-name map, staged likewise",
 }
 EXPECTED: dict[str, dict[str, Any]] = json.loads((DATA / "existing_plugin.json").read_text())
 
