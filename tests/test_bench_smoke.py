@@ -134,3 +134,16 @@ def test_stage_breakdown_times_every_stage() -> None:
     assert all(value >= 0 for value in stages.values())
     assert stages["gen._describe"] <= stages["gen.build"] <= stages["prepare"]
     assert stages["transport.submit"] <= stages["submit"]
+
+
+def test_final_gate_cost_compares_both_rules(tmp_path: Path) -> None:
+    """``final_gate_cost`` translates with both rules: the replaced one
+    gates on fewer works, the package's on every main work."""
+    import final_gate_cost
+
+    sinks = final_gate_cost.measure(final_gate_cost._SinkGateGenerator, 300, tmp_path)
+    every = final_gate_cost.measure(final_gate_cost.IDDSWorkflowGenerator, 300, tmp_path)
+    assert sinks["works"] == every["works"]
+    assert every["clauses"] == every["works"] - 1  # all but the final work
+    assert 0 < sinks["clauses"] < every["clauses"]
+    assert every["json_bytes"] > sinks["json_bytes"]
