@@ -11,6 +11,9 @@ Only fixed protocol names live here; configurable defaults live in
 from __future__ import annotations
 
 __all__ = [
+    "CACHE_DOWNLOAD_PREFIX",
+    "CACHE_SIZE_LIMIT",
+    "CACHE_UPLOAD_PATH",
     "CMD_LINE_TOKEN",
     "DEFAULTS_URI",
     "FINAL_PSEUDO_INPUT",
@@ -48,3 +51,12 @@ WORKFLOW_JSON_FILENAME = "panda_idds_workflow.json"
 
 SUBMIT_RECORD_FILENAME = "panda_submit_record.json"
 """Run id, run name and task name -> label/job-count map in the submit dir."""
+
+CACHE_UPLOAD_PATH = "/api/v1/file_server/upload_cache_file"
+"""Route of panda-client's ``putFile`` (multipart field ``file``)."""
+
+CACHE_DOWNLOAD_PREFIX = "/cache/"
+"""Route prefix of panda-client's ``getFile``: ``<host>/cache/<name>``."""
+
+CACHE_SIZE_LIMIT = 10 * 1024 * 1024
+"""Largest file ``putFile`` uploads (panda-client's ``NO_BUILD_LIMIT``)."""

@@ -11,6 +11,7 @@ Every error derives from `PanDABpsError`, itself a
 from __future__ import annotations
 
 __all__ = [
+    "CacheUploadError",
     "IDDSRequestError",
     "PanDABpsError",
     "PanDAConfigError",
@@ -64,6 +65,23 @@ class StagingError(PanDABpsError):
         lines = [f"  {src}: {why}" for src, why in sorted(failures.items())]
         super().__init__(f"{len(failures)} file(s) could not be staged:\n" + "\n".join(lines))
         self.failures = dict(failures)
+
+
+class CacheUploadError(PanDABpsError):
+    """A file could not be uploaded to the PanDA cache.
+
+    Parameters
+    ----------
+    path : `str`
+        The local file.
+    detail : `str`
+        Why (the server's message, or the size limit).
+    """
+
+    def __init__(self, path: str, detail: str) -> None:
+        super().__init__(f"Cannot upload {path} to the PanDA cache: {detail}")
+        self.path = path
+        self.detail = detail
 
 
 class IDDSRequestError(PanDABpsError):

@@ -60,6 +60,7 @@ __all__ = [
     "IDDSTransport",
     "PanDARelayTransport",
     "RetryPolicy",
+    "cache_url",
     "is_unreachable_text",
     "preset_json",
     "transport_from_config",
@@ -83,7 +84,9 @@ from types import ModuleType
 from typing import Any, Protocol
 from urllib.parse import urlparse
 
+from .constants import CACHE_SIZE_LIMIT
 from .exceptions import (
+    CacheUploadError,
     IDDSRequestError,
     PandaAuthError,
     PanDAConfigError,
@@ -146,6 +149,10 @@ class IDDSTransport(Protocol):
         self, request_id: int, workload_id: int | None
     ) -> dict[str, list[dict[str, Any]]]:
         """Return per-job output rows by transform id."""
+        ...
+
+    def put_cache_file(self, path: str) -> str:
+        """Upload a file to the PanDA cache; return its download URL."""
         ...
 
 
@@ -363,6 +370,44 @@ def _pandaclient() -> tuple[ModuleType, ModuleType]:
     Client.baseURL = url
     Client.baseURLSSL = url_ssl
     return Client, idds_api
+
+
+def cache_url(name: str) -> str:
+    """Return the download URL of a cached file, as workers reach it.
+
+    Parameters
+    ----------
+    name : `str`
+        File name in the cache.
+
+    Returns
+    -------
+    url : `str`
+        ``<PANDACACHE_URL or PANDA_URL_SSL>/cache/<name>``.
+    """
+    base = os.environ.get("PANDACACHE_URL") or _relay_urls()[1]
+    return f"{base.rstrip('/')}/cache/{name}"
+
+
+def _sync_cache_urls(client: ModuleType) -> None:
+    """Point panda-client's import-time cache URLs at the current env."""
+    ssl = urlparse(_relay_urls()[1])
+    cache = urlparse(os.environ.get("PANDACACHE_URL") or _relay_urls()[1])
+    client.server_base_path_ssl = f"{ssl.scheme}://{ssl.netloc}/api/v1"  # type: ignore[attr-defined]
+    client.cache_base_path_ssl = f"{cache.scheme}://{cache.netloc}/api/v1"  # type: ignore[attr-defined]
+    client.baseURLCSRVSSL = cache.geturl()  # type: ignore[attr-defined]
+
+
+def _upload_size(path: str) -> int:
+    try:
+        size = os.path.getsize(path)
+    except OSError as exc:
+        raise CacheUploadError(path, str(exc)) from exc
+    if size > CACHE_SIZE_LIMIT:
+        raise CacheUploadError(
+            path, f"{size} bytes is above the PanDA cache limit of {CACHE_SIZE_LIMIT} bytes (10 MiB)"
+        )
+    return size
 
 
 _PRESET_JSON: dict[int, tuple[weakref.ref, str]] = {}
@@ -661,6 +706,63 @@ class PanDARelayTransport:
             If refused, e.g. ``No match requests`` for an unknown id.
         """
         return self._control("retry", request_id)
+
+    def put_cache_file(self, path: str) -> str:
+        """Upload a file to the PanDA cache with panda-client's ``putFile``.
+
+        A file of the same name in the cache is replaced. Retried like the
+        read-only commands when the server cannot be reached.
+
+        Parameters
+        ----------
+        path : `str`
+            Local file (at most `CACHE_SIZE_LIMIT` bytes).
+
+        Returns
+        -------
+        url : `str`
+            Where workers download it (`cache_url`).
+
+        Raises
+        ------
+        CacheUploadError
+            If the file is missing or too large, or the server refused it.
+        PanDAUnreachableError
+            If the server could not be reached (after the retries).
+        """
+        size = _upload_size(path)
+        attempts = max(1, self.retry_policy.attempts)
+        for attempt in range(1, attempts + 1):
+            try:
+                name = self._put_once(path)
+                break
+            except PanDAUnreachableError as exc:
+                if attempt == attempts:
+                    raise
+                pause = self.retry_policy.delay(attempt)
+                _LOG.warning("putFile %s: %s; try %d of %d in %.1f s", path, exc.detail, attempt + 1,
+                             attempts, pause)  # fmt: skip
+                self._sleep(pause)
+        _LOG.info("Uploaded %s (%d bytes) to the PanDA cache as %s", path, size, name)
+        return cache_url(name)
+
+    def _put_once(self, path: str) -> str:
+        """One ``putFile``; return the name the file has in the cache."""
+        client, _ = _pandaclient()
+        _sync_cache_urls(client)
+        with _quiet_stdout():
+            status, out = client.putFile(path, False)
+        text = out.decode(errors="replace") if isinstance(out, bytes) else str(out)
+        _LOG.debug("putFile %s -> %s %s", path, status, _truncate(text))
+        if status != 0:
+            if status == 1 or is_unreachable_text(text):
+                raise PanDAUnreachableError("putFile", None, _truncate(text))
+            raise CacheUploadError(path, f"HTTP {status}: {_truncate(text)}")
+        if text.startswith("NewFileName:"):
+            return text.rsplit(":", 1)[-1]
+        if text != "True":
+            raise CacheUploadError(path, _truncate(text))
+        return os.path.basename(path)
 
     def get_contents_output_ext(
         self, request_id: int, workload_id: int | None

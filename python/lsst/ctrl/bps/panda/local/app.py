@@ -29,9 +29,10 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
-from lsst.ctrl.bps.panda.constants import RELAY_PATH
+from lsst.ctrl.bps.panda.constants import CACHE_DOWNLOAD_PREFIX, CACHE_UPLOAD_PATH, RELAY_PATH
 
 from .auth import AUTH_FAILED_PREFIX, TokenInfo
+from .cache import CacheEndpoint, FileCache
 from .commands import CommandSet
 from .wire import relay_reply
 
@@ -79,6 +80,11 @@ class RelayEndpoint:
         self.commands = commands
         self.token = token
 
+    def auth_refusal(self, request: Request) -> str | None:
+        """Return the HTTP 403 text for bad credentials, else `None`."""
+        problem = self._auth_error(request)
+        return None if problem is None else f"{AUTH_FAILED_PREFIX} {problem}"
+
     def _auth_error(self, request: Request) -> str | None:
         header = request.headers.get("authorization", "")
         scheme, _, value = header.partition(" ")
@@ -125,12 +131,21 @@ def _call(method: Callable[..., Any], user: str, args: list[Any], kwargs: dict[s
         return [False, str(exc)]
 
 
+def _cache_routes(endpoint: CacheEndpoint) -> list[Route]:
+    download = CACHE_DOWNLOAD_PREFIX + "{name}"
+    return [
+        Route(CACHE_UPLOAD_PATH, endpoint.upload, methods=["POST", "PUT"]),
+        Route(download, endpoint.download, methods=["GET"]),
+        Route("/server/panda" + download, endpoint.download, methods=["GET"]),
+    ]
+
+
 def _reply(ok: bool, payload: Any) -> Response:
     return Response(relay_reply(ok, payload), status_code=200, media_type="text/plain")
 
 
 def build_app(commands: CommandSet, token: TokenInfo, on_startup: Callable[[], None],
-              on_shutdown: Callable[[], None]) -> Starlette:  # fmt: skip
+              on_shutdown: Callable[[], None], cache: FileCache | None = None) -> Starlette:  # fmt: skip
     """Build the ASGI application.
 
     Parameters
@@ -143,6 +158,8 @@ def build_app(commands: CommandSet, token: TokenInfo, on_startup: Callable[[], N
         Called once the server starts (starts the runner).
     on_shutdown : callable
         Called when the server stops (stops the runner and its jobs).
+    cache : `FileCache`, optional
+        The PanDA file cache; without it the cache routes are not served.
 
     Returns
     -------
@@ -164,4 +181,6 @@ def build_app(commands: CommandSet, token: TokenInfo, on_startup: Callable[[], N
             await run_in_threadpool(on_shutdown)
 
     routes = [Route(RELAY_PATH, relay.handle, methods=["POST"]), Route(STATUS_PATH, status, methods=["GET"])]
+    if cache is not None:
+        routes += _cache_routes(CacheEndpoint(cache, relay.auth_refusal))
     return Starlette(routes=routes, lifespan=lifespan)

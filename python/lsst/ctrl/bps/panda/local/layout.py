@@ -65,6 +65,11 @@ class StateLayout:
         return os.path.join(self.root, "panda-local.pid")
 
     @property
+    def cache_dir(self) -> str:
+        """Files uploaded to the PanDA cache (``putFile``)."""
+        return os.path.join(self.root, "cache")
+
+    @property
     def log_file(self) -> str:
         """Log of the daemonised service."""
         return os.path.join(self.root, "panda-local.log")

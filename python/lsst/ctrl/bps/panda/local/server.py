@@ -115,14 +115,15 @@ def client_env(layout: StateLayout, host: str, port: int) -> dict[str, str]:
     Returns
     -------
     env : `dict` [`str`, `str`]
-        ``PANDA_URL``, ``PANDA_URL_SSL``, ``PANDA_BEHIND_REAL_LB``,
-        ``PANDA_CONFIG_ROOT``, ``PANDA_AUTH``, ``PANDA_AUTH_VO``,
-        ``PANDA_VERIFY_HOST``.
+        ``PANDA_URL``, ``PANDA_URL_SSL``, ``PANDACACHE_URL``,
+        ``PANDA_BEHIND_REAL_LB``, ``PANDA_CONFIG_ROOT``, ``PANDA_AUTH``,
+        ``PANDA_AUTH_VO``, ``PANDA_VERIFY_HOST``.
     """
     url = base_url(host, port)
     return {
         "PANDA_URL": url,
         "PANDA_URL_SSL": url,
+        "PANDACACHE_URL": url,
         "PANDA_BEHIND_REAL_LB": "1",
         "PANDA_CONFIG_ROOT": layout.config_root,
         "PANDA_AUTH": "oidc",
@@ -287,7 +288,10 @@ def serve(config: ServiceConfig) -> None:
         store.close()
         _LOG.info("panda-local stopped")
 
-    app = build_app(CommandSet(store, runner, RowBuilder(layout)), token, started, stopped)
+    from .cache import FileCache
+
+    commands = CommandSet(store, runner, RowBuilder(layout))
+    app = build_app(commands, token, started, stopped, FileCache(layout.cache_dir))
     uv_config = uvicorn.Config(
         app, log_level="warning", access_log=False, lifespan="on", timeout_keep_alive=30
     )
