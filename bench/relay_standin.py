@@ -5,7 +5,7 @@
 """A loopback stand-in for the PanDA relay, for timing ``submit``.
 
 It answers panda-client's ``POST .../relay_idds_command`` (gzip JSON body,
-no ``Content-Encoding``; wire-protocol §2) at once with ``[true, <id>]``
+no ``Content-Encoding``; doc/wire-protocol.md §2) at once with ``[true, <id>]``
 (``{"Status": "OK"}`` for ``ping``), so a timed submit includes the
 client-side serialisation, gzip and the HTTP exchange but no server work.
 Only after replying does it count the decompressed size of the body. A
@@ -180,7 +180,7 @@ class RelayStandIn:
 
 
 def _fake_jwt() -> str:
-    """Return an unsigned JWT valid for a day (wire-protocol §3)."""
+    """Return an unsigned JWT valid for a day (doc/wire-protocol.md §3)."""
 
     def encode(part: dict[str, Any]) -> str:
         return base64.urlsafe_b64encode(json.dumps(part).encode()).rstrip(b"=").decode()

@@ -75,7 +75,7 @@ _JOB_STATUS = {
     ContentStatus.Cancelled: "cancelled",
 }
 NULLABLE_COUNTERS = ("failed", "missing", "activated", "preprocessing")
-"""Counters the real server shows as null rather than 0 (wire §8)."""
+"""Counters the real server shows as null, not 0 (doc/wire-protocol.md §8)."""
 
 
 def enum_dict(member: Enum) -> dict[str, Any]:

@@ -170,7 +170,7 @@ def submitted(service: dict[str, str]) -> int:
 
 
 # --------------------------------------------------------------------------
-# The envelope table (wire-protocol.md section 5), through the one seam
+# The envelope table (doc/wire-protocol.md §5), through the one seam
 
 
 def _reply(row: dict[str, Any]) -> Any:

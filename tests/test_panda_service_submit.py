@@ -7,7 +7,7 @@
 The relay here answers every POST with a reply chosen by the test (HTTP
 status and body, as the real relay or its web server would send them) and
 keeps each request body, so the tests assert what reached the wire and how
-every reply shape of wire-protocol.md section 5 reaches the caller: one
+every reply shape of doc/wire-protocol.md §5 reaches the caller: one
 package error carrying the server's text, ``run_id`` left unset, and the
 submit never retried.
 """

@@ -360,7 +360,7 @@ def test_local_service_rows_say_where_logs_are(tmp_path):
 # ------------------------------------------------------------- properties
 _counter = st.one_of(st.none(), st.integers(-5, 60), st.sampled_from(["3", "x", 2.5, True]))
 _KEYS = [*(key for key, _ in reporting._BUCKETS), "output_new_files"]
-assert len(_KEYS) == 7  # every output bucket of wire §10
+assert len(_KEYS) == 7  # every output bucket of doc/wire-protocol.md §10
 
 
 @settings(max_examples=300, deadline=None)

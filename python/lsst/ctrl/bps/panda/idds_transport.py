@@ -8,7 +8,7 @@ This is the only module of the plugin that imports ``pandaclient``, and it
 does so lazily, inside the first call, never at import time.
 
 Every reply goes through `unwrap_reply`, which peels the three envelope
-layers once (see ``wire-protocol.md`` section 5):
+layers once (see ``doc/wire-protocol.md`` §5):
 
 1. the HTTP layer: ``(255, text)`` is a transport failure; connection
    refused/reset, timeouts, name-resolution failures and HTTP 5xx gateway

@@ -12,7 +12,7 @@ documented fallback).  Every status goes through `status_mapping`, so
 ``bps status`` and ``bps report`` agree.
 
 Per-task counts are built from the output-collection counters of the
-``get_requests(with_detail=True)`` rows (wire protocol section 10).  The
+``get_requests(with_detail=True)`` rows (``doc/wire-protocol.md`` §10).  The
 counters may be null, stale or inconsistent; they are clamped so that the
 counts of a label are never negative and always add up to the label's total
 (the expected count from the submit record when known).  Tasks the server has
@@ -61,7 +61,8 @@ _S = WmsStates
 
 _DATE_FORMAT = "%a, %d %b %Y %H:%M:%S UTC"
 
-# Output-collection counter -> the ContentStatus it stands for (wire §10), in
+# Output-collection counter -> the ContentStatus it stands for
+# (doc/wire-protocol.md §10), in
 # the order counts are assigned when the counters exceed the total.  New
 # outputs are split by `_new_buckets`.
 _BUCKETS: tuple[tuple[str, str], ...] = (

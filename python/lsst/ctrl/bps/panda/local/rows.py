@@ -5,7 +5,7 @@
 """Reply rows in the iDDS schema: ``get_requests`` and contents ext.
 
 Keys, enum encodings and date formats follow the recorded replies of the
-real relay (``tests/data/idds/``). Differences, by design: the counters and
+real relay (``tests/data/``). Differences, by design: the counters and
 ``total_transforms``-style columns are numbers from the start (iDDS shows
 `None` for a young request), ``transform_workload_id`` is the transform id
 (there is no JEDI), and input counters mirror the output ones.

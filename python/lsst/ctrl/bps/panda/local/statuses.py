@@ -60,7 +60,7 @@ _BUCKET_OF = {
     ContentStatus.Activated: "activated",
 }
 COUNTER_BUCKETS = ("processed", "new", "preprocessing", "activated", "failed", "missing", "processing")
-"""The ``<prefix>_<bucket>_files`` counters of a collection (wire §10)."""
+"""Counter buckets, ``<prefix>_<bucket>_files`` (doc/wire-protocol.md §10)."""
 
 _METHOD_STATUSES = {
     "is_finished": {TransformStatus.Finished},
@@ -121,7 +121,9 @@ def transform_status(by_status: Mapping[int, int]) -> TransformStatus:
 
 
 def request_status(released: list[TransformStatus], has_unreleased: bool, aborted: bool) -> RequestStatus:
-    """Derive a request's status from its released transforms (wire §14).
+    """Derive a request's status from its released transforms.
+
+    The rule of ``doc/wire-protocol.md`` §14.
 
     Parameters
     ----------
