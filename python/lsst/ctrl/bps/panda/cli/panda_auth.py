@@ -28,14 +28,23 @@ __all__ = ["main", "panda_auth"]
 import json
 import logging
 import os
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import click
+
+from lsst.daf.butler.cli.cliLog import CliLog
+from lsst.daf.butler.cli.opt import (
+    log_file_option,
+    log_label_option,
+    log_level_option,
+    log_tty_option,
+    long_log_option,
+)
 
 from .. import oidc_token
 from ..exceptions import (
@@ -139,27 +148,37 @@ def _duration(seconds: float) -> str:
 
 
 def _time_claim(claims: dict[str, Any], name: str) -> str:
-    """Format a time claim, or a dash when it is missing."""
+    """Format a time claim as the existing tool does (local time), or a
+    dash when it is missing.
+    """
     value = claims.get(name)
     if isinstance(value, bool) or not isinstance(value, int | float):
         return "-"
-    return oidc_token.format_time(float(value))
+    return str(datetime.fromtimestamp(value))
 
 
 def _text_claim(claims: dict[str, Any], *names: str) -> str:
-    """Format the first present claim among ``names``."""
+    """Format the first present claim among ``names`` (lists joined by
+    commas, as the existing tool does).
+    """
     for name in names:
         value = claims.get(name)
         if value is None:
             continue
         if isinstance(value, list | tuple):
-            return ", ".join(str(item) for item in value) if value else "-"
+            return ",".join(str(item) for item in value) if value else "-"
         return str(value)
     return "-"
 
 
 def status_lines(source: oidc_token.TokenSource, claims: dict[str, Any]) -> list[str]:
     """Format a token's status, one field a line.
+
+    The first seven lines have the existing tool's labels and formats
+    (cron scripts read them): ``Filename``, ``Valid starting`` (``iat``) and
+    ``Expires`` (``exp``) in local time, ``Name``, ``Email``, ``Groups``
+    (comma-separated), ``Organization``. Two lines follow: the time left and,
+    for a token not read from a file, where it comes from.
 
     Parameters
     ----------
@@ -171,22 +190,25 @@ def status_lines(source: oidc_token.TokenSource, claims: dict[str, Any]) -> list
     Returns
     -------
     lines : `list` [`str`]
-        Token, iat, exp (with the time left), name, email, groups and
-        organisation.
+        The fields, ``f"{label:15} {value}"`` each.
     """
-    exp = _time_claim(claims, "exp")
-    if exp != "-":
-        exp += f" ({_describe_left(float(claims['exp']) - time.time())})"
+    exp = claims.get("exp")
+    left = "-"
+    if isinstance(exp, int | float) and not isinstance(exp, bool):
+        left = _describe_left(float(exp) - time.time())
     rows = [
-        ("Token", source.description),
-        ("Issued (iat)", _time_claim(claims, "iat")),
-        ("Expires (exp)", exp),
-        ("Name", _text_claim(claims, "name")),
-        ("Email", _text_claim(claims, "email")),
-        ("Groups", _text_claim(claims, "groups", "wlcg.groups")),
-        ("Organisation", _text_claim(claims, "organisation_name", "organisation")),
+        ("Filename:", str(source.path) if source.path is not None else source.description),
+        ("Valid starting:", _time_claim(claims, "iat")),
+        ("Expires:", _time_claim(claims, "exp")),
+        ("Name:", _text_claim(claims, "name")),
+        ("Email:", _text_claim(claims, "email")),
+        ("Groups:", _text_claim(claims, "groups", "wlcg.groups")),
+        ("Organization:", _text_claim(claims, "organisation_name", "organisation")),
+        ("Time left:", left),
     ]
-    return [f"{label + ':':<15}{value}" for label, value in rows]
+    if source.path is None:
+        rows.append(("Source:", source.description))
+    return [f"{label:15} {value}" for label, value in rows]
 
 
 def _run(action: Callable[[], None]) -> None:
@@ -204,31 +226,18 @@ def _set_verbose(verbose: bool) -> None:
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
-def panda_auth() -> None:
+@log_level_option(default=["INFO"])
+@long_log_option()
+@log_file_option()
+@log_tty_option()
+@log_label_option()
+def panda_auth(
+    log_level: Any, long_log: bool, log_file: tuple[str, ...], log_tty: bool, log_label: Any
+) -> None:  # numpydoc ignore=PR01
     """Inspect and manage the OIDC token panda-client uses for PanDA."""
-    _setup_logging()
-
-
-class _StderrHandler(logging.StreamHandler):
-    """Write to whatever `sys.stderr` is at the time of each record."""
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.stream = sys.stderr
-        super().emit(record)
-
-
-def _setup_logging() -> None:
-    """Send this package's messages to stderr, once per process.
-
-    Only this package's logger gets a handler: panda-client's own logger
-    already prints to stdout.
-    """
-    package = logging.getLogger("lsst.ctrl.bps.panda")
-    if any(isinstance(handler, _StderrHandler) for handler in package.handlers):
-        return
-    handler = _StderrHandler()
-    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
-    package.addHandler(handler)
+    # The LSST command-line log options, applied as every LSST command does.
+    CliLog.initLog(longlog=long_log, log_tty=log_tty, log_file=log_file, log_label=log_label)
+    CliLog.setLogLevels(log_level)
 
 
 @panda_auth.command()
@@ -242,7 +251,10 @@ def _status() -> None:
     try:
         claims = oidc_token.source_claims(source)
     except TokenNotFoundError as exc:
-        raise TokenNotFoundError(f"{exc}; run 'panda_auth reset' to log in") from exc
+        # The existing tool's words and exit status 0; why, on stderr.
+        click.echo("No token found")
+        click.echo(f"Note: {exc}; run 'panda_auth reset' to log in", err=True)
+        return
     for line in status_lines(source, claims):
         click.echo(line)
     if os.environ.get("PANDA_AUTH") != "oidc":
@@ -288,7 +300,11 @@ def _reset(verbose: bool) -> None:
     for line in status_lines(oidc_token.TokenSource(f"token file {path}", path=path, cached=True), claims):
         click.echo(line)
     if failure:
-        raise PandaAuthError(f"New token stored in {path}, but the PanDA relay call failed: {failure}")
+        # The existing tool exits 0 here too (cron scripts test it): the new
+        # token is stored; the relay's refusal is reported, not fatal.
+        click.echo(
+            f"Warning: new token stored in {path}, but the PanDA relay call failed: {failure}", err=True
+        )
 
 
 def _import_client(env: AuthEnvironment) -> Any:
@@ -354,15 +370,52 @@ def _relay_failure(code: int, output: Any) -> str | None:
 def refresh(days: float, verbose: bool) -> None:
     """Refresh the token when it expires within --days days."""
     _set_verbose(verbose)
-    _run(lambda: _refresh(days, verbose))
+    _run(lambda: _refresh_reporting(days, verbose))
+
+
+_REFRESH_PREFIX: tuple[tuple[type[PandaAuthError], str], ...] = (
+    (TokenNotFoundError, "[ERROR]"),
+    (TokenExpiredError, "[ERROR]"),
+    (TokenTooEarlyError, "[INFO]"),
+    (PandaAuthError, "[FAIL]"),
+)
+"""How the existing tool reports each refresh outcome (on stdout, exit 0)."""
+
+
+def _refresh_reporting(days: float, verbose: bool) -> None:
+    """Refresh, reporting token and server problems as the existing tool.
+
+    It prints them with a ``[ERROR]``, ``[INFO]`` or ``[FAIL]`` prefix and
+    exits 0 (cron scripts rely on that); a token file that cannot be read
+    stops it with status 1, as it did.
+    """
+    try:
+        _refresh(days, verbose)
+    except PandaAuthError as exc:
+        prefix = next(tag for kind, tag in _REFRESH_PREFIX if isinstance(exc, kind))
+        click.echo(f"{prefix} {exc}")
+
+
+class _UnreadableTokenFileError(PanDABpsError):
+    """The token file exists but cannot be decoded (exit status 1)."""
+
+
+def _read_for_refresh(path: Path) -> tuple[dict[str, Any], float]:
+    """Read the token file: its document and the token's ``exp``."""
+    try:
+        document = oidc_token.read_token_document(path)
+        claims = oidc_token.decode_jwt_claims(document["id_token"], f"token file {path}")
+        return document, oidc_token.expiry(claims, f"token file {path}")
+    except TokenNotFoundError:
+        raise
+    except PandaAuthError as exc:
+        raise _UnreadableTokenFileError(str(exc)) from exc
 
 
 def _refresh(days: float, verbose: bool) -> None:
     env = auth_environment("refresh")
     path = oidc_token.token_path()
-    document = oidc_token.read_token_document(path)
-    claims = oidc_token.decode_jwt_claims(document["id_token"], f"token file {path}")
-    exp = oidc_token.expiry(claims, f"token file {path}")
+    document, exp = _read_for_refresh(path)
     left = exp - time.time()
     if left <= 0:
         raise TokenExpiredError(
@@ -400,6 +453,7 @@ def _refresh_with_panda_client(env: AuthEnvironment, path: Path, refresh_token: 
     from pandaclient import openidc_utils
 
     url = env.auth_config_url
+    _LOG.debug("Refreshing the token in %s with the auth configuration %s", path, url)
     oidc = openidc_utils.OpenIdConnect_Utils(
         url, token_dir=str(path.parent), log_stream=_LOG, verbose=verbose
     )
