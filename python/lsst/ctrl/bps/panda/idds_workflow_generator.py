@@ -340,12 +340,21 @@ class IDDSWorkflowGenerator:
         The workflow to translate.
     flat : `FlatWorkflow`, optional
         The workflow already flattened (`flatten`), to save a pass.
+    archive_url : `str`, optional
+        PanDA cache URL of a job archive holding the jobs' files (custom
+        jobs): the decoder's direct-I/O field of every work, which makes
+        it extract the archive instead of copying from the endpoint.
     """
 
     def __init__(
-        self, settings: ServiceSettings, generic_workflow: GenericWorkflow, flat: FlatWorkflow | None = None
+        self,
+        settings: ServiceSettings,
+        generic_workflow: GenericWorkflow,
+        flat: FlatWorkflow | None = None,
+        archive_url: str | None = None,
     ) -> None:
         self.settings = settings
+        self.archive_url = archive_url
         self.generic_workflow = generic_workflow
         self._flat = flat
         self._templates: dict[tuple[Any, ...], CommandTemplate] = {}
@@ -683,7 +692,8 @@ class IDDSWorkflowGenerator:
         for gwfile in io[1]:
             value = os.path.basename(gwfile.src_uri.rstrip("/")) if gwfile.wms_transfer else gwfile.src_uri
             refs.setdefault(gwfile.name, FileRef(value))
-        return _JobFiles(key, refs, files, "+".join(direct) or NO_DIRECT_IO, stage)
+        direct_io = self.archive_url or "+".join(direct) or NO_DIRECT_IO
+        return _JobFiles(key, refs, files, direct_io, stage)
 
     def _stage_file(self, name: str, source: str, stage: dict[str, str]) -> str:
         """Register a file to copy to the distribution endpoint.

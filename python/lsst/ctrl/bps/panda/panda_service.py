@@ -90,7 +90,12 @@ class PanDAService(BaseWmsService):
             )
         with time_this(log=_LOG, level=logging.INFO, prefix=None, msg="Completed PanDA submit"):
             settings = workflow.settings
-            stage_files(workflow.files_to_stage, workflow.distribution_endpoint, settings.max_copy_workers)
+            if workflow.job_archive is not None:  # custom job: its files travel through the cache
+                self.transport.put_cache_file(workflow.job_archive)
+            if workflow.files_to_stage:
+                stage_files(
+                    workflow.files_to_stage, workflow.distribution_endpoint, settings.max_copy_workers
+                )
             request_id = self.transport.submit(
                 workflow.idds_workflow,
                 max_request_length=settings.max_request_length,

@@ -6,7 +6,7 @@
 
 from __future__ import annotations
 
-__all__ = ["PandaBpsWmsWorkflow"]
+__all__ = ["PandaBpsWmsWorkflow", "is_custom_job"]
 
 import json
 import logging
@@ -20,8 +20,9 @@ from lsst.ctrl.bps import BaseWmsWorkflow, GenericWorkflow
 
 from .constants import WORKFLOW_JSON_FILENAME
 from .dependency_map import zip_map
-from .idds_transport import preset_json
+from .idds_transport import cache_url, preset_json
 from .idds_workflow_generator import QNODE_MAP_FILENAME, GeneratedWorkflow, IDDSWorkflowGenerator
+from .job_archive import new_archive_name, write_job_archive
 from .submit_record import SubmitRecord
 from .task_settings import ServiceSettings
 from .workflow_graph import FlatWorkflow, flatten
@@ -97,6 +98,9 @@ class PandaBpsWmsWorkflow(BaseWmsWorkflow):
         self.submit_path = submit_record.submit_path
         self.request_cache = os.path.join(self.submit_path, REQUEST_CACHE_DIRNAME)
         self.run_attrs: dict[str, str] = {}
+        self.job_archive: str | None = None
+        """Archive to upload to the PanDA cache before submitting (custom
+        jobs), or `None`."""
 
     @classmethod
     def from_generic_workflow(
@@ -104,10 +108,16 @@ class PandaBpsWmsWorkflow(BaseWmsWorkflow):
     ) -> PandaBpsWmsWorkflow:
         # Docstring inherited from BaseWmsWorkflow.from_generic_workflow.
         flat = flatten(generic_workflow)
-        settings = ServiceSettings.from_config(config, workflow_labels(generic_workflow, flat))
+        custom = is_custom_job(generic_workflow)
+        settings = ServiceSettings.from_config(config, workflow_labels(generic_workflow, flat), custom)
         submit_path = os.path.abspath(out_prefix) if out_prefix else settings.submit_path
-        generated = IDDSWorkflowGenerator(settings, generic_workflow, flat).build()
+        archive = new_archive_name() if custom else None
+        url = cache_url(archive) if archive else None
+        generated = IDDSWorkflowGenerator(settings, generic_workflow, flat, archive_url=url).build()
         _write_maps(generated, settings, submit_path)
+        if archive is not None:  # the files go in the archive, none is staged
+            archive = write_job_archive(os.path.join(submit_path, archive), generated.files_to_stage)
+            generated.files_to_stage.clear()
         run_attrs = dict(generic_workflow.run_attrs)
         extra: dict[str, Any] = {key: run_attrs.get(attr) for key, attr in _RUN_ATTRS.items()}
         extra.update(site=settings.compute_site, endpoint=settings.file_distribution_endpoint)
@@ -115,6 +125,7 @@ class PandaBpsWmsWorkflow(BaseWmsWorkflow):
         workflow = cls(generic_workflow.name, config, settings, generated, record)
         workflow.service_class = service_class
         workflow.run_attrs = run_attrs
+        workflow.job_archive = archive
         os.makedirs(workflow.request_cache, exist_ok=True)
         return workflow
 
@@ -171,6 +182,24 @@ class PandaBpsWmsWorkflow(BaseWmsWorkflow):
         self.submit_record.run_id = int(request_id)
         self.submit_record.write()
         self.submit_record.register()
+
+
+def is_custom_job(generic_workflow: GenericWorkflow) -> bool:
+    """Tell whether a workflow is a ``bps submitcmd`` custom job.
+
+    Parameters
+    ----------
+    generic_workflow : `lsst.ctrl.bps.GenericWorkflow`
+        The workflow.
+
+    Returns
+    -------
+    custom : `bool`
+        `True` if ``run_attrs["bps_iscustom"]`` is set (ctrl_bps writes
+        ``"True"``).
+    """
+    value = generic_workflow.run_attrs.get("bps_iscustom", False)
+    return str(value).strip().lower() not in ("", "0", "false", "none")
 
 
 def _write_maps(generated: GeneratedWorkflow, settings: ServiceSettings, submit_path: str) -> None:

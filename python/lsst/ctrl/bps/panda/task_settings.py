@@ -17,7 +17,7 @@ as a `PanDAConfigError` naming the key.
 
 from __future__ import annotations
 
-__all__ = ["LabelSettings", "ServiceSettings", "TaskSettings", "normalise_endpoint"]
+__all__ = ["CUSTOM_JOB_ENDPOINT", "LabelSettings", "ServiceSettings", "TaskSettings", "normalise_endpoint"]
 
 import dataclasses
 import functools
@@ -36,6 +36,9 @@ _LOG = logging.getLogger(__name__)
 
 _SCHEME = re.compile(r"^[a-zA-Z][a-zA-Z\d+\-.]*://")
 _TEMP_SPACE = "LSST_RUN_TEMP_SPACE"
+
+CUSTOM_JOB_ENDPOINT = "FileDistribution"
+"""Distribution field of custom jobs without a usable endpoint (as before)."""
 _RAW = {"replaceEnvVars": False, "expandEnvVars": False}
 _MAX_NAME_ENV = "IDDS_MAX_NAME_LENGTH"
 _LABEL_KEYS = ("processingType", "taskType", "prodSourceLabel", "vo")
@@ -338,6 +341,26 @@ def _endpoint(config: Any) -> str:
     return endpoint
 
 
+def _custom_endpoint(config: Any) -> str:
+    """Return the endpoint of a custom job, `CUSTOM_JOB_ENDPOINT` if unusable.
+
+    Parameters
+    ----------
+    config : `lsst.ctrl.bps.BpsConfig`
+        The configuration.
+
+    Returns
+    -------
+    endpoint : `str`
+        The decoder's distribution field (not used: no file is staged).
+    """
+    try:
+        return _endpoint(config)
+    except PanDAConfigError as exc:
+        _LOG.debug("Custom job: %s; files come from the PanDA cache", exc)
+        return CUSTOM_JOB_ENDPOINT
+
+
 def _runner_command(config: Any) -> str:
     """Return ``runnerCommand`` on one line, environment variables kept.
 
@@ -471,7 +494,9 @@ class ServiceSettings:
     event_service: EventServiceSettings
 
     @classmethod
-    def from_config(cls, config: Any, labels: Iterable[str] = ()) -> ServiceSettings:
+    def from_config(
+        cls, config: Any, labels: Iterable[str] = (), custom_job: bool = False
+    ) -> ServiceSettings:
         """Read the settings from a BPS configuration.
 
         Parameters
@@ -480,6 +505,10 @@ class ServiceSettings:
             The configuration, plugin defaults merged.
         labels : `~collections.abc.Iterable` [`str`], optional
             Job labels whose `LabelSettings` to read.
+        custom_job : `bool`, optional
+            A ``bps submitcmd`` run: its files travel through the PanDA
+            cache, so an unusable ``fileDistributionEndPoint`` becomes
+            `CUSTOM_JOB_ENDPOINT` instead of an error.
 
         Returns
         -------
@@ -503,7 +532,7 @@ class ServiceSettings:
         return cls(
             compute_site=compute_site,
             compute_cloud=_optional(config, "computeCloud"),
-            file_distribution_endpoint=_endpoint(config),
+            file_distribution_endpoint=_custom_endpoint(config) if custom_job else _endpoint(config),
             runner_command=_runner_command(config),
             submit_env=MappingProxyType({k: os.environ[k] for k in submit_side if k in os.environ}),
             submit_side_resolved_params=submit_side,
