@@ -5,10 +5,17 @@
 """Names shared by the plugin, the edge-node decoder and the local service.
 
 Only fixed protocol names live here; configurable defaults live in
-``etc/panda_defaults.yaml``.
+``etc/panda_defaults.yaml``. For code written against the existing plugin,
+its ``PANDA_DEFAULT_*`` names are provided too: each is read, on first use,
+from that file (the key in `PANDA_DEFAULT_KEYS`), so it is this package's
+default, which may differ from the existing plugin's (e.g. priority 500,
+not 900). ``PANDA_DEFAULT_NAME_LENGTH`` is `IDDS_MAX_NAME_LENGTH_DEFAULT`.
 """
 
 from __future__ import annotations
+
+from functools import cache
+from typing import Any
 
 __all__ = [
     "CACHE_DOWNLOAD_PREFIX",
@@ -20,6 +27,8 @@ __all__ = [
     "IDDS_MAX_NAME_LENGTH_DEFAULT",
     "IN_PLACEHOLDER",
     "NO_DIRECT_IO",
+    "PANDA_DEFAULT_KEYS",
+    "PANDA_DEFAULT_NAME_LENGTH",
     "RELAY_PATH",
     "SUBMIT_RECORD_FILENAME",
     "WORKFLOW_JSON_FILENAME",
@@ -60,3 +69,48 @@ CACHE_DOWNLOAD_PREFIX = "/cache/"
 
 CACHE_SIZE_LIMIT = 10 * 1024 * 1024
 """Largest file ``putFile`` uploads (panda-client's ``NO_BUILD_LIMIT``)."""
+
+PANDA_DEFAULT_NAME_LENGTH = IDDS_MAX_NAME_LENGTH_DEFAULT
+"""The existing plugin's name for `IDDS_MAX_NAME_LENGTH_DEFAULT`."""
+
+PANDA_DEFAULT_KEYS: dict[str, str] = {
+    "PANDA_DEFAULT_CLOUD": "computeCloud",
+    "PANDA_DEFAULT_CORE_COUNT": "fallbackRequestCpus",
+    "PANDA_DEFAULT_MAX_ATTEMPTS": "fallbackNumberOfRetries",
+    "PANDA_DEFAULT_MAX_COPY_WORKERS": "maxCopyWorkers",
+    "PANDA_DEFAULT_MAX_JOBS_PER_TASK": "maxJobsPerTask",
+    "PANDA_DEFAULT_MAX_PAYLOADS_PER_PANDA_JOB": "maxPayloadsPerPandaJob",
+    "PANDA_DEFAULT_MAX_REQUEST_LENGTH": "maxRequestLength",
+    "PANDA_DEFAULT_MAX_WALLTIME": "maxWalltimeSeconds",
+    "PANDA_DEFAULT_ORDER_ID_MAP_FILE": "orderIdMapFilename",
+    "PANDA_DEFAULT_PRIORITY": "priority",
+    "PANDA_DEFAULT_PROCESSING_TYPE": "processingType",
+    "PANDA_DEFAULT_PROD_SOURCE_LABEL": "prodSourceLabel",
+    "PANDA_DEFAULT_RSS": "fallbackRequestMemory",
+    "PANDA_DEFAULT_RSS_MAX": "requestMemoryMax",
+    "PANDA_DEFAULT_TASK_TYPE": "taskType",
+    "PANDA_DEFAULT_VO": "vo",
+}
+"""The existing plugin's ``PANDA_DEFAULT_*`` name -> key of the defaults."""
+
+# Exported too (``import *``), though provided by `__getattr__`.
+__all__ += sorted(PANDA_DEFAULT_KEYS)
+
+
+@cache
+def _packaged_root_defaults() -> dict[str, Any]:
+    """Read the top level of ``etc/panda_defaults.yaml`` (once)."""
+    from importlib.resources import files
+
+    import yaml
+
+    text = files(__package__).joinpath("etc", "panda_defaults.yaml").read_text(encoding="utf-8")
+    return yaml.safe_load(text)
+
+
+def __getattr__(name: str) -> Any:
+    # PEP 562: the PANDA_DEFAULT_* names are read from the defaults on use,
+    # so that the edge-node decoder importing this module reads no YAML.
+    if name in PANDA_DEFAULT_KEYS:
+        return _packaged_root_defaults().get(PANDA_DEFAULT_KEYS[name])
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -11,6 +11,7 @@ Every error derives from `PanDABpsError`, itself a
 from __future__ import annotations
 
 __all__ = [
+    "AuthConfigError",
     "CacheUploadError",
     "IDDSRequestError",
     "PanDABpsError",
@@ -20,6 +21,7 @@ __all__ = [
     "StagingError",
     "TokenExpiredError",
     "TokenNotFoundError",
+    "TokenRefreshError",
     "TokenTooEarlyError",
     "WorkflowTranslationError",
 ]
@@ -126,3 +128,11 @@ class TokenExpiredError(PandaAuthError):
 
 class TokenTooEarlyError(PandaAuthError):
     """The OIDC token does not need a refresh yet."""
+
+
+class AuthConfigError(PandaAuthError):
+    """The auth or OIDC endpoint configuration cannot be fetched or used."""
+
+
+class TokenRefreshError(PandaAuthError):
+    """The identity provider refused or failed to refresh the token."""

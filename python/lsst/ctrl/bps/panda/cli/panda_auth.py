@@ -48,10 +48,12 @@ from lsst.daf.butler.cli.opt import (
 
 from .. import oidc_token
 from ..exceptions import (
+    AuthConfigError,
     PandaAuthError,
     PanDABpsError,
     TokenExpiredError,
     TokenNotFoundError,
+    TokenRefreshError,
     TokenTooEarlyError,
 )
 
@@ -442,9 +444,9 @@ def _fetch_json(oidc: Any, url: str, what: str) -> dict[str, Any]:
     """Fetch a JSON page through panda-client (cached by it for an hour)."""
     ok, page = oidc.fetch_page(url)
     if not ok:
-        raise PandaAuthError(f"Cannot fetch the {what} {url}: {page}")
+        raise AuthConfigError(f"Cannot fetch the {what} {url}: {page}")
     if not isinstance(page, dict):
-        raise PandaAuthError(f"The {what} {url} is not a JSON object")
+        raise AuthConfigError(f"The {what} {url} is not a JSON object")
     return page
 
 
@@ -460,15 +462,17 @@ def _refresh_with_panda_client(env: AuthEnvironment, path: Path, refresh_token: 
     auth_config = _fetch_json(oidc, url, "auth configuration")
     for key in ("oidc_config_url", "client_id"):
         if not auth_config.get(key):
-            raise PandaAuthError(f"The auth configuration {url} has no '{key}'")
+            raise AuthConfigError(f"The auth configuration {url} has no '{key}'")
     endpoints = _fetch_json(oidc, auth_config["oidc_config_url"], "OIDC endpoint configuration")
     token_endpoint = endpoints.get("token_endpoint")
     if not token_endpoint:
-        raise PandaAuthError(f"The OIDC configuration {auth_config['oidc_config_url']} has no token_endpoint")
+        raise AuthConfigError(
+            f"The OIDC configuration {auth_config['oidc_config_url']} has no token_endpoint"
+        )
     client_secret = auth_config.get("client_secret") or ""
     ok, detail = oidc.refresh_token(token_endpoint, auth_config["client_id"], client_secret, refresh_token)
     if not ok:
-        raise PandaAuthError(f"Refreshing the token at {token_endpoint} failed: {detail}")
+        raise TokenRefreshError(f"Refreshing the token at {token_endpoint} failed: {detail}")
 
 
 def _keep_refresh_token(path: Path, refresh_token: str) -> None:
