@@ -184,6 +184,27 @@ def test_signal_forwarded_to_payload_group(job: Job) -> None:
     assert time.monotonic() - start < 10
 
 
+@pytest.mark.parametrize("delay", [0.0, 0.001, 0.005, 0.02])
+def test_early_signal_leaves_no_payload_behind(job: Job, delay: float) -> None:
+    """A signal right after the decoder says it starts the payload (the
+    window before its handlers existed) must not leave the payload running
+    without the decoder: either the payload never starts or it gets the
+    signal too."""
+    marker = job.root / "payload-survived"
+    argv = job.argv(f"sleep 2; touch {marker}", "j")
+    process = subprocess.Popen(
+        [sys.executable, str(DECODER), *argv], cwd=job.work, stderr=subprocess.PIPE, text=True
+    )
+    assert process.stderr is not None
+    assert "running in" in process.stderr.readline()
+    time.sleep(delay)
+    process.send_signal(signal.SIGTERM)
+    process.communicate(timeout=20)
+    assert process.returncode in (128 + signal.SIGTERM, -signal.SIGTERM)
+    time.sleep(3)
+    assert not marker.exists()
+
+
 @pytest.mark.parametrize(
     ("argv", "code", "message"),
     [

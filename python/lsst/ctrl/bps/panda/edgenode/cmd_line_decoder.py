@@ -637,17 +637,28 @@ def run_payload(command: str, workdir: Path) -> int:
     shell = shutil.which("bash") or "/bin/sh"
     sys.stdout.flush()
     sys.stderr.flush()
-    process = subprocess.Popen([shell, "-c", command], cwd=workdir, process_group=0)
+    # Handlers go in before the payload starts: a signal arriving between
+    # the start and the handlers would otherwise kill the decoder alone and
+    # leave the payload running. One arriving before the start is kept
+    # and sent once the payload's group exists.
+    pending: list[int] = []
+    started: list[subprocess.Popen] = []
 
     def forward(signum: int, frame: FrameType | None) -> None:
+        if not started:
+            pending.append(signum)
+            return
         try:
-            os.killpg(process.pid, signum)
+            os.killpg(started[0].pid, signum)
         except ProcessLookupError:
             pass
 
     previous = {signum: signal.signal(signum, forward) for signum in _FORWARDED_SIGNALS}
     try:
-        code = process.wait()
+        started.append(subprocess.Popen([shell, "-c", command], cwd=workdir, process_group=0))
+        for signum in pending:
+            forward(signum, None)
+        code = started[0].wait()
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
