@@ -152,12 +152,19 @@ class CommandSet:
         Returns
         -------
         summary : `dict`
-            Requests by status name and the number of running jobs.
+            Requests by status name, the number of running jobs and
+            ``fault``: `None`, or the failing database write being retried
+            (`StoreFault` as a `dict`).
         """
         with self.store.begin() as conn:
             query = select(requests.c.status, func.count()).group_by(requests.c.status)
             by_status = {RequestStatus(s).name: n for s, n in conn.execute(query)}
-        return {"requests": by_status, "running_jobs": self.runner.running_count()}
+        fault = self.runner.fault
+        return {
+            "requests": by_status,
+            "running_jobs": self.runner.running_count(),
+            "fault": None if fault is None else fault.as_dict(),
+        }
 
 
 def _as_id(value: Any) -> int | None:

@@ -16,7 +16,7 @@ __all__ = ["JobState", "Launch", "RunGraph", "TransformState"]
 import json
 import time
 from collections import Counter, deque
-from collections.abc import Callable
+from collections.abc import Callable, Container
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -134,6 +134,24 @@ class RunGraph:
         self._dirty_requests: set[int] = set()
         self.recorded_exit: Callable[[JobState], tuple[int, float] | None] = _no_record
         """Finds the exit code and end time an attempt left behind."""
+        self.live: Container[int] = frozenset()
+        """PanDA ids of the attempts this service is running: a job recorded
+        as running with one of them is still running when it is (re)loaded."""
+
+    def reset(self) -> None:
+        """Forget every loaded request, to load them again from the store.
+
+        Used after a batch whose transaction failed: the in-memory state then
+        holds changes the store does not, and is rebuilt from the store.
+        """
+        self.jobs.clear()
+        self.transforms.clear()
+        self.requests.clear()
+        self.ready.clear()
+        self._dirty_jobs.clear()
+        self._dirty_transforms.clear()
+        self._touched.clear()
+        self._dirty_requests.clear()
 
     # ----------------------------------------------------------------- loading
     def init_ids(self, conn: Connection) -> None:
@@ -176,8 +194,10 @@ class RunGraph:
         conn : `sqlalchemy.Connection`
             Open connection (may hold uncommitted changes to read back).
         request_id : `int`
-            The request.
+            The request; nothing is done if it is loaded already.
         """
+        if request_id in self.requests:
+            return
         row = conn.execute(select(requests).where(requests.c.request_id == request_id)).mappings().first()
         if row is None:
             return
@@ -227,10 +247,11 @@ class RunGraph:
                 status=ContentStatus(row["status"]),
                 **{name: row[name] for name in JOB_COLUMNS if name != "status"},
             )
-            result = self.recorded_exit(job) if job.status == ContentStatus.Processing else None
+            running = job.status == ContentStatus.Processing and job.panda_id not in self.live
+            result = self.recorded_exit(job) if running else None
             if result is not None:
                 ended[job.job_id] = result
-            elif job.status == ContentStatus.Processing:
+            elif running:
                 # The service stopped while this attempt ran: run it again.
                 job.lost_attempts += 1
                 self._set(job, ContentStatus.Activated, "activated")
@@ -344,6 +365,26 @@ class RunGraph:
         else:
             self._set(job, ContentStatus.FinalFailed, "failed")
             self._ended(job)
+
+    def not_started(self, job_id: int, panda_id: int) -> None:
+        """Make a job runnable again after its attempt could not be started.
+
+        The attempt (its directory could not be made, its process not
+        started) does not count against ``maxattempt``: no payload ran.
+
+        Parameters
+        ----------
+        job_id : `int`
+            The job.
+        panda_id : `int`
+            The attempt's PanDA id (stale attempts are ignored).
+        """
+        job = self.jobs.get(job_id)
+        if job is None or job.panda_id != panda_id or job.status != ContentStatus.Processing:
+            return
+        job.lost_attempts += 1
+        self._set(job, ContentStatus.Activated, "activated")
+        self.ready.append(job_id)
 
     def next_launches(self) -> list[Launch]:
         """Record as running as many ready jobs as the free slots allow.

@@ -8,12 +8,20 @@ The scheduler thread owns the `RunGraph`. It takes events (attempt ended,
 request submitted, abort, retry) in batches, applies each batch in one
 database transaction, and only after the commit starts the attempts the
 batch made runnable. Worker threads start one ``bash -c`` process each (in its
-own process group) and report its exit status back as an event.
+own session and process group) and report its exit status back as an event
+once nothing of that group runs any more, so two attempts of a job never
+overlap.
+
+A batch whose transaction fails (database locked past its busy timeout, disk
+full) leaves the in-memory graph ahead of the store: the graph is then rebuilt
+from the store (attempts this service still runs stay running) and the batch
+is applied again, with growing pauses, until it commits. Until then nothing
+new starts; the fault is logged and shown by ``panda-local status``.
 """
 
 from __future__ import annotations
 
-__all__ = ["JOB_MARKER_VARIABLE", "Runner", "kill_orphans"]
+__all__ = ["JOB_MARKER_VARIABLE", "Runner", "StoreFault", "end_group", "kill_orphans"]
 
 import logging
 import os
@@ -23,7 +31,10 @@ import subprocess
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from sqlalchemy import Connection
 
 from lsst.ctrl.bps.panda.constants import IN_PLACEHOLDER
 
@@ -37,6 +48,10 @@ JOB_MARKER_VARIABLE = "PANDA_LOCAL_JOB"
 """Set in every job's environment to ``<state dir>:<panda id>``."""
 
 _KILL_GRACE = 5.0
+
+_FAULT_FIRST_PAUSE = 0.5
+_FAULT_MAX_PAUSE = 30.0
+_START_FAILURE_PAUSE = 2.0
 
 EXIT_CODE_FILE = "payload.exitcode"
 """Written by the job's wrapper shell when the payload ends."""
@@ -52,6 +67,24 @@ _WRAPPER = (
     'trap "trap - EXIT; exit 143" TERM; trap "trap - EXIT; exit 130" INT; '
     '__panda_local_payload=$1; shift; eval "$__panda_local_payload"'
 )
+
+
+@dataclass
+class StoreFault:
+    """Database writes of the scheduler are failing and being retried."""
+
+    error: str
+    """The last error, e.g. ``database is locked``."""
+    since: float
+    """When the first of these failures happened."""
+    failures: int
+    """Failed attempts so far."""
+    retry_in: float
+    """Seconds until the next attempt."""
+
+    def as_dict(self) -> dict[str, Any]:
+        """Return the fault as JSON-able data."""
+        return asdict(self)
 
 
 @dataclass
@@ -123,6 +156,13 @@ class Runner:
         self._events: queue.SimpleQueue[_Event] = queue.SimpleQueue()
         self._pool = ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="panda-local-job")
         self._procs: dict[int, subprocess.Popen] = {}
+        # Scheduler thread only: attempts started whose end is not committed.
+        self._active: dict[int, Launch] = {}
+        self.graph.live = self._active
+        self._held: list[_Event] = []
+        self._stale = False
+        self.fault: StoreFault | None = None
+        """Set while database writes fail (read by ``panda-local status``)."""
         self._kill: set[int] = set()
         self._lock = threading.Lock()
         self._stopping = threading.Event()
@@ -215,10 +255,12 @@ class Runner:
 
     # ------------------------------------------------------------- scheduler
     def _next_batch(self) -> list[_Event]:
-        try:
-            batch = [self._events.get(timeout=1.0)]
-        except queue.Empty:
-            return []
+        batch, self._held = self._held, []
+        if not batch:
+            try:
+                batch = [self._events.get(timeout=1.0)]
+            except queue.Empty:
+                return []
         while len(batch) < 5000:
             try:
                 batch.append(self._events.get_nowait())
@@ -235,26 +277,27 @@ class Runner:
                 continue
             try:
                 launches, to_kill = self._apply(batch)
-            except Exception:
-                _LOG.exception("Scheduler batch failed; retrying its events")
-                for event in batch:
-                    self._events.put(event)
-                time.sleep(1.0)
+            except Exception as exc:
+                self._held, self._stale = batch, True
+                self._pause_after_fault(exc, len(batch))
                 continue
-            for event in batch:
-                if event.done is not None:
-                    event.done.set()
+            self._committed(batch, launches)
             self._signal(to_kill)
             self._start(launches)
 
     def _apply(self, batch: list[_Event]) -> tuple[list[Launch], list[int]]:
         to_kill: list[int] = []
         with self.store.begin() as conn:
+            if self._stale:
+                self._rebuild(conn)
             for event in batch:
-                if event.kind == "ended" and event.launch is not None:
-                    self.graph.free += event.launch.slots
-                    launch = event.launch
-                    self.graph.complete(launch.job_id, launch.panda_id, event.exit_code, event.end_time)
+                launch = event.launch
+                if event.kind in ("ended", "not_started") and launch is not None:
+                    self.graph.free += launch.slots
+                    if event.kind == "ended":
+                        self.graph.complete(launch.job_id, launch.panda_id, event.exit_code, event.end_time)
+                    else:
+                        self.graph.not_started(launch.job_id, launch.panda_id)
                 elif event.kind == "load":
                     self.graph.load(conn, event.request_id)
                 elif event.kind == "abort":
@@ -268,6 +311,43 @@ class Runner:
             self.graph.flush(conn)
         self.graph.drop_terminated()
         return launches, to_kill
+
+    def _rebuild(self, conn: Connection) -> None:
+        """Load the graph again from the store after a failed batch."""
+        self.graph.reset()
+        self.graph.init_ids(conn)
+        for request_id in self.graph.active_request_ids(conn):
+            self.graph.load(conn, request_id)
+        self.graph.free = self.workers - sum(launch.slots for launch in self._active.values())
+        _LOG.info("Rebuilt the run graph from the database (%d active request(s), %d job(s) running)",
+                  len(self.graph.requests), len(self._active))  # fmt: skip
+
+    def _committed(self, batch: list[_Event], launches: list[Launch]) -> None:
+        if self.fault is not None:
+            _LOG.warning("Database writes work again after %d failed attempt(s) over %.0f s",
+                         self.fault.failures, time.time() - self.fault.since)  # fmt: skip
+            self.fault = None
+        self._stale = False
+        for event in batch:
+            if event.launch is not None:
+                self._active.pop(event.launch.panda_id, None)
+            if event.done is not None:
+                event.done.set()
+
+    def _pause_after_fault(self, exc: Exception, events: int) -> None:
+        error = str(getattr(exc, "orig", None) or exc)
+        fault = self.fault
+        if fault is None:
+            fault = self.fault = StoreFault(error, time.time(), 1, _FAULT_FIRST_PAUSE)
+            _LOG.error("Database write failed (%s): nothing new starts; the %d event(s) are kept and "
+                       "applied again from the database state", error, events, exc_info=exc)  # fmt: skip
+        else:
+            fault.error, fault.failures = error, fault.failures + 1
+            fault.retry_in = min(2 * fault.retry_in, _FAULT_MAX_PAUSE)
+            _LOG.warning("Database write failed again (%d failures since %s): %s; next try in %.1f s",
+                         fault.failures, time.strftime("%H:%M:%S", time.localtime(fault.since)),
+                         error, fault.retry_in)  # fmt: skip
+        self._stopping.wait(fault.retry_in)
 
     # ------------------------------------------------------------- processes
     def _signal(self, panda_ids: list[int]) -> None:
@@ -285,6 +365,7 @@ class Runner:
 
     def _start(self, launches: list[Launch]) -> None:
         for launch in launches:
+            self._active[launch.panda_id] = launch
             self._pool.submit(self._execute, launch)
 
     def _env(self, launch: Launch) -> dict[str, str]:
@@ -298,42 +379,104 @@ class Runner:
         return env
 
     def _execute(self, launch: Launch) -> None:
-        workdir = self.layout.attempt_dir(
-            launch.request_id, launch.transform_id, launch.map_id, launch.attempt_nr
-        )
-        command = launch.executable.replace(IN_PLACEHOLDER, launch.name)
-        exit_code = 255
         try:
-            os.makedirs(workdir, exist_ok=True)
-            with (
-                open(os.path.join(workdir, "payload.stdout"), "wb") as out,
-                open(os.path.join(workdir, "payload.stderr"), "wb") as err,
-            ):
-                proc = subprocess.Popen(
-                    ["bash", "-c", _WRAPPER, "panda-local-job", command],
-                    cwd=workdir,
-                    env=self._env(launch),
-                    stdin=subprocess.DEVNULL,
-                    stdout=out,
-                    stderr=err,
-                    start_new_session=True,
-                )
+            proc = self._spawn(launch)
+        except OSError as exc:
+            # No payload ran (disk full, no such directory...): run it again
+            # after a pause, without using one of the job's attempts.
+            _LOG.error("Cannot start job %s attempt %d: %s; starting it again in %.0f s",
+                       launch.name, launch.attempt_nr, exc, _START_FAILURE_PAUSE)  # fmt: skip
+            self._stopping.wait(_START_FAILURE_PAUSE)
+            self._report(_Event("not_started", launch=launch))
+            return
+        try:
             with self._lock:
                 self._procs[launch.panda_id] = proc
                 doomed = launch.panda_id in self._kill or self._stopping.is_set()
             if doomed:
                 _killpg(proc.pid, signal.SIGKILL)
             exit_code = proc.wait()
-        except OSError as exc:
-            _LOG.error("Cannot start job %s attempt %d: %s", launch.name, launch.attempt_nr, exc)
+            end_time = time.time()
+            end_group(proc.pid)
         finally:
             with self._lock:
                 self._procs.pop(launch.panda_id, None)
                 self._kill.discard(launch.panda_id)
         if exit_code < 0:
             exit_code = 128 - exit_code
+        self._report(_Event("ended", launch=launch, exit_code=exit_code, end_time=end_time))
+
+    def _spawn(self, launch: Launch) -> subprocess.Popen:
+        workdir = self.layout.attempt_dir(
+            launch.request_id, launch.transform_id, launch.map_id, launch.attempt_nr
+        )
+        command = launch.executable.replace(IN_PLACEHOLDER, launch.name)
+        os.makedirs(workdir, exist_ok=True)
+        with (
+            open(os.path.join(workdir, "payload.stdout"), "wb") as out,
+            open(os.path.join(workdir, "payload.stderr"), "wb") as err,
+        ):
+            return subprocess.Popen(
+                ["bash", "-c", _WRAPPER, "panda-local-job", command],
+                cwd=workdir,
+                env=self._env(launch),
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=err,
+                start_new_session=True,
+            )
+
+    def _report(self, event: _Event) -> None:
         if not self._stopping.is_set():
-            self._events.put(_Event("ended", launch=launch, exit_code=exit_code, end_time=time.time()))
+            self._events.put(event)
+
+
+def _group_running(pgid: int) -> bool:
+    """Tell whether a process group has a member that is not a zombie."""
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as stream:
+                fields = stream.read().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if int(fields[2]) == pgid and fields[0] != "Z":
+            return True
+    return False
+
+
+def end_group(pgid: int, grace: float = _KILL_GRACE) -> None:
+    """Stop what is left of an attempt's process group, wait until it is gone.
+
+    The attempt's wrapper shell has ended (or was killed); processes it left
+    in its group (payloads put in the background, a payload whose shell was
+    killed) get SIGTERM, then SIGKILL after ``grace`` seconds.
+
+    Parameters
+    ----------
+    pgid : `int`
+        The group: the pid of the attempt's wrapper shell.
+    grace : `float`, optional
+        Seconds between SIGTERM and SIGKILL.
+    """
+    if not _group_running(pgid):
+        return
+    _LOG.info("Killing the processes left in process group %d after its attempt ended", pgid)
+    for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 10.0)):
+        _killpg(pgid, sig)
+        deadline = time.monotonic() + wait
+        while _group_running(pgid) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        if not _group_running(pgid):
+            return
+    _LOG.error("Process group %d still runs after SIGKILL", pgid)
 
 
 def _killpg(pid: int, sig: int) -> None:

@@ -16,7 +16,7 @@ __all__ = ["Store", "deps", "jobs", "requests", "transforms"]
 import json
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -140,12 +140,19 @@ JOB_COLUMNS = (
 """Mutable job columns written by the scheduler."""
 
 
-def _set_pragmas(dbapi_connection: Any, _record: Any) -> None:
-    cursor = dbapi_connection.cursor()
-    cursor.execute("PRAGMA journal_mode=WAL")
-    cursor.execute("PRAGMA synchronous=NORMAL")
-    cursor.execute("PRAGMA busy_timeout=30000")
-    cursor.close()
+DEFAULT_BUSY_TIMEOUT = 30.0
+"""Seconds a write waits for a lock held by another connection."""
+
+
+def _pragma_setter(busy_timeout: float) -> Callable[[Any, Any], None]:
+    def set_pragmas(dbapi_connection: Any, _record: Any) -> None:
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.execute(f"PRAGMA busy_timeout={int(busy_timeout * 1000)}")
+        cursor.close()
+
+    return set_pragmas
 
 
 def _request_row(plan: RequestPlan, username: str, now: float) -> dict[str, Any]:
@@ -198,14 +205,17 @@ class Store:
     ----------
     path : `str`
         SQLite file; created with its tables if absent.
+    busy_timeout : `float`, optional
+        Seconds a write waits for a lock held by another connection before
+        it fails with ``database is locked``.
     """
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, busy_timeout: float = DEFAULT_BUSY_TIMEOUT) -> None:
         self.path = path
         self.engine: Engine = create_engine(
-            f"sqlite:///{path}", connect_args={"check_same_thread": False, "timeout": 30}
+            f"sqlite:///{path}", connect_args={"check_same_thread": False, "timeout": busy_timeout}
         )
-        event.listen(self.engine, "connect", _set_pragmas)
+        event.listen(self.engine, "connect", _pragma_setter(busy_timeout))
         _META.create_all(self.engine)
         self._insert_lock = threading.Lock()
 

@@ -20,6 +20,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -268,12 +269,17 @@ class LocalService:
         Jobs run at once.
     port : `int`, optional
         Port; 0 picks a free one.
+    start_args : `tuple` [`str`, ...], optional
+        More ``panda-local start`` options, e.g. ``("--db-timeout", "1")``.
     """
 
-    def __init__(self, state_dir: str, workers: int = 2, port: int = 0) -> None:
+    def __init__(
+        self, state_dir: str, workers: int = 2, port: int = 0, start_args: tuple[str, ...] = ()
+    ) -> None:
         self.layout = StateLayout(os.path.abspath(state_dir))
         self.workers = workers
         self.port = port
+        self.start_args = start_args
 
     def _cli(self, *args: str, timeout: float = 120.0) -> str:
         argv = [sys.executable, "-m", "lsst.ctrl.bps.panda.local.cli", *args, "--state-dir", self.layout.root]
@@ -291,7 +297,7 @@ class LocalService:
         service : `LocalService`
             This object.
         """
-        self._cli("start", "--port", str(self.port), "--workers", str(self.workers))
+        self._cli("start", "--port", str(self.port), "--workers", str(self.workers), *self.start_args)
         return self
 
     def stop(self) -> None:
@@ -317,6 +323,27 @@ class LocalService:
         deadline = time.monotonic() + timeout
         while pid_alive(pid) and time.monotonic() < deadline:
             time.sleep(0.05)
+
+    def status(self) -> dict[str, Any] | None:
+        """Return what the status route serves, `None` if it does not answer.
+
+        Returns
+        -------
+        status : `dict` or `None`
+            Request counts, running jobs and ``fault`` (set while database
+            writes fail), as shown by ``panda-local status``.
+        """
+        from .app import STATUS_PATH
+
+        info = read_service_file(self.layout)
+        if info is None:
+            return None
+        opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+        try:
+            with opener.open(f"http://{info['host']}:{info['port']}{STATUS_PATH}", timeout=10) as reply:
+                return json.load(reply)
+        except (OSError, ValueError):
+            return None
 
     @property
     def exports(self) -> dict[str, str]:
