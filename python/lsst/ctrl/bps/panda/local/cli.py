@@ -31,15 +31,8 @@ from typing import Any
 import click
 
 from .layout import StateLayout, default_state_dir
-from .server import (
-    LocalServiceError,
-    ServiceConfig,
-    check_loopback,
-    client_env,
-    pid_alive,
-    read_service_file,
-    serve,
-)
+from .pidfile import ServiceProcess, release_pid_file
+from .server import LocalServiceError, ServiceConfig, check_loopback, client_env, read_service_file, serve
 
 _STATE_OPTION = click.option(
     "--state-dir",
@@ -56,7 +49,7 @@ def _layout(state_dir: str) -> StateLayout:
 
 def _running_info(layout: StateLayout) -> dict[str, Any] | None:
     info = read_service_file(layout)
-    if info is None or not pid_alive(int(info.get("pid", 0))):
+    if info is None or not ServiceProcess(int(info.get("pid", 0)), info.get("pid_start_time")).is_running():
         return None
     return info
 
@@ -85,14 +78,19 @@ def main() -> None:
 @click.option("--host", default="127.0.0.1", show_default=True, help="Loopback address to bind.")
 @click.option("--foreground", is_flag=True, help="Run in this process instead of daemonising.")
 @click.option("--timeout", type=float, default=60.0, show_default=True, help="Seconds to wait until ready.")
+@click.option(
+    "--db-timeout", type=float, default=30.0, show_default=True,
+    help="Seconds a database write waits for a lock held by another process (then it is retried).",
+)  # fmt: skip
 def start(  # noqa: PLR0913 - click passes one argument per option
-    state_dir: str, port: int | None, workers: int | None, host: str, foreground: bool, timeout: float
-) -> None:
+    state_dir: str, port: int | None, workers: int | None, host: str, foreground: bool, timeout: float,
+    db_timeout: float,
+) -> None:  # fmt: skip
     """Start the service and wait until it answers."""
     layout = _layout(state_dir)
     try:
         check_loopback(host)
-        config = ServiceConfig(layout.root, host, port, workers or os.cpu_count() or 1)
+        config = ServiceConfig(layout.root, host, port, workers or os.cpu_count() or 1, db_timeout)
         if foreground:
             logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
             serve(config)
@@ -109,7 +107,8 @@ def _daemonise(layout: StateLayout, config: ServiceConfig, timeout: float) -> di
         raise LocalServiceError(f"Already running at {running['url']} (pid {running['pid']})")
     os.makedirs(layout.root, exist_ok=True)
     argv = [sys.executable, "-m", "lsst.ctrl.bps.panda.local.cli", "start", "--foreground",
-            "--state-dir", layout.root, "--host", config.host, "--workers", str(config.workers)]  # fmt: skip
+            "--state-dir", layout.root, "--host", config.host, "--workers", str(config.workers),
+            "--db-timeout", str(config.db_timeout)]  # fmt: skip
     if config.port is not None:
         argv += ["--port", str(config.port)]
     with open(layout.log_file, "ab") as log:
@@ -134,23 +133,25 @@ def _daemonise(layout: StateLayout, config: ServiceConfig, timeout: float) -> di
 def stop(state_dir: str, timeout: float) -> None:
     """Stop the service and kill its running jobs (rerun at next start)."""
     layout = _layout(state_dir)
-    try:
-        with open(layout.pid_file) as stream:
-            pid = int(stream.read().strip())
-    except (OSError, ValueError):
-        pid = 0
-    if not pid or not pid_alive(pid):
-        click.echo("panda-local is not running")
+    process = ServiceProcess.read(layout.pid_file)
+    if process is None or not process.is_running():
+        if process is not None and release_pid_file(layout.pid_file, process):
+            click.echo(f"panda-local is not running (removed the stale pid file naming pid {process.pid})")
+        else:
+            click.echo("panda-local is not running")
         return
-    os.kill(pid, signal.SIGTERM)
+    os.kill(process.pid, signal.SIGTERM)
     deadline = time.monotonic() + timeout
-    while pid_alive(pid) and time.monotonic() < deadline:
+    while process.is_running() and time.monotonic() < deadline:
         time.sleep(0.1)
-    if pid_alive(pid):
-        os.kill(pid, signal.SIGKILL)
-        click.echo(f"panda-local (pid {pid}) killed after {timeout} s")
-    else:
-        click.echo(f"panda-local (pid {pid}) stopped")
+    killed = process.is_running()
+    if killed:
+        os.kill(process.pid, signal.SIGKILL)
+        while process.is_running():
+            time.sleep(0.1)
+    release_pid_file(layout.pid_file, process)
+    how = f"killed after {timeout} s" if killed else "stopped"
+    click.echo(f"panda-local (pid {process.pid}) {how}")
 
 
 @main.command()
@@ -170,8 +171,18 @@ def status(state_dir: str, as_json: bool) -> None:
         counts = ", ".join(f"{k} {v}" for k, v in sorted(summary["requests"].items())) or "none"
         click.echo(f"panda-local is up at {info['url']} (pid {info['pid']}, {info['workers']} workers)")
         click.echo(f"requests: {counts}; running jobs: {summary['running_jobs']}")
+        if summary.get("fault"):
+            click.echo(_fault_line(summary["fault"]))
     if summary is None:
         sys.exit(3)
+
+
+def _fault_line(fault: dict[str, Any]) -> str:
+    since = time.strftime("%H:%M:%S", time.localtime(fault["since"]))
+    return (
+        f"FAULT: database writes failing since {since} ({fault['failures']} attempts): {fault['error']}; "
+        f"nothing new starts; next try in {fault['retry_in']:.0f} s"
+    )
 
 
 @main.command()

@@ -6,12 +6,21 @@
 
 from __future__ import annotations
 
-__all__ = ["LocalServiceError", "ServiceConfig", "check_loopback", "client_env", "read_service_file", "serve"]
+__all__ = [
+    "LocalServiceError",
+    "ServiceConfig",
+    "check_loopback",
+    "client_env",
+    "pid_alive",
+    "read_service_file",
+    "serve",
+]
 
 import ipaddress
 import json
 import logging
 import os
+import signal
 import socket
 import sys
 import time
@@ -20,6 +29,7 @@ from typing import Any
 
 from .auth import ensure_token
 from .layout import StateLayout
+from .pidfile import ServiceProcess, claim_pid_file, pid_alive, release_pid_file
 
 _LOG = logging.getLogger(__name__)
 
@@ -49,6 +59,8 @@ class ServiceConfig:
     port: int | None = None
     """`None`: reuse the last recorded port if free, else pick one; 0: pick."""
     workers: int = field(default_factory=lambda: os.cpu_count() or 1)
+    db_timeout: float = 30.0
+    """Seconds a database write waits for a lock held by another process."""
 
 
 def check_loopback(host: str) -> str:
@@ -207,41 +219,15 @@ def _bind(host: str, port: int | None, layout: StateLayout) -> socket.socket:
 
 
 def _claim_pid_file(layout: StateLayout) -> None:
-    try:
-        with open(layout.pid_file) as stream:
-            pid = int(stream.read().strip())
-    except (OSError, ValueError):
-        pid = 0
-    if pid and pid != os.getpid() and pid_alive(pid):
-        raise LocalServiceError(f"A service already runs on {layout.root} (pid {pid})")
-    with open(layout.pid_file, "w") as stream:
-        stream.write(f"{os.getpid()}\n")
+    owner = claim_pid_file(layout.pid_file)
+    if owner is not None:
+        raise LocalServiceError(f"A service already runs on {layout.root} (pid {owner.pid})")
 
 
-def pid_alive(pid: int) -> bool:
-    """Tell whether a process exists (and is not a zombie).
-
-    Parameters
-    ----------
-    pid : `int`
-        Process id.
-
-    Returns
-    -------
-    alive : `bool`
-        `True` if it runs.
-    """
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:
-        with open(f"/proc/{pid}/stat") as stream:
-            return stream.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except (OSError, IndexError):
-        return True
+def _exit_on_sigterm(signum: int, frame: object) -> None:
+    # uvicorn re-raises the SIGTERM it caught once it has shut down; exit
+    # through SystemExit then, so that the pid file is removed.
+    raise SystemExit(128 + signum)
 
 
 def serve(config: ServiceConfig) -> None:
@@ -258,6 +244,19 @@ def serve(config: ServiceConfig) -> None:
         If the host is not loopback, the port is taken or another instance
         owns the state directory.
     """
+    host = check_loopback(config.host)
+    layout = StateLayout(os.path.abspath(config.state_dir))
+    os.makedirs(layout.root, exist_ok=True)
+    _claim_pid_file(layout)
+    me = ServiceProcess.current()
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
+    try:
+        _run(config, layout, host, me)
+    finally:
+        release_pid_file(layout.pid_file, me)
+
+
+def _run(config: ServiceConfig, layout: StateLayout, host: str, me: ServiceProcess) -> None:
     import uvicorn
 
     from .app import build_app
@@ -266,26 +265,24 @@ def serve(config: ServiceConfig) -> None:
     from .runner import Runner
     from .store import Store
 
-    host = check_loopback(config.host)
-    layout = StateLayout(os.path.abspath(config.state_dir))
-    os.makedirs(layout.root, exist_ok=True)
-    _claim_pid_file(layout)
     sock = _bind(host, config.port, layout)
     port = sock.getsockname()[1]
     token = ensure_token(layout.token_file)
-    store = Store(layout.database)
+    store = Store(layout.database, config.db_timeout)
     runner = Runner(store, layout.root, config.workers, job_env(client_env(layout, host, port)))
-    info = {"pid": os.getpid(), "host": host, "port": port, "url": base_url(host, port),
-            "state_dir": layout.root, "workers": runner.workers, "started_at": time.time()}  # fmt: skip
+    info = {"pid": me.pid, "pid_start_time": me.start_time, "host": host, "port": port,
+            "url": base_url(host, port), "state_dir": layout.root, "workers": runner.workers,
+            "started_at": time.time()}  # fmt: skip
 
     def started() -> None:
         runner.start()
         _write_json(layout.service_file, info)
-        _LOG.info("panda-local on %s (pid %d, %d workers)", info["url"], os.getpid(), runner.workers)
+        _LOG.info("panda-local on %s (pid %d, %d workers)", info["url"], me.pid, runner.workers)
 
     def stopped() -> None:
         runner.stop()
         store.close()
+        release_pid_file(layout.pid_file, me)
         _LOG.info("panda-local stopped")
 
     from .cache import FileCache
@@ -295,16 +292,4 @@ def serve(config: ServiceConfig) -> None:
     uv_config = uvicorn.Config(
         app, log_level="warning", access_log=False, lifespan="on", timeout_keep_alive=30
     )
-    try:
-        uvicorn.Server(uv_config).run(sockets=[sock])
-    finally:
-        _release_pid_file(layout)
-
-
-def _release_pid_file(layout: StateLayout) -> None:
-    try:
-        with open(layout.pid_file) as stream:
-            if int(stream.read().strip()) == os.getpid():
-                os.unlink(layout.pid_file)
-    except (OSError, ValueError):
-        pass
+    uvicorn.Server(uv_config).run(sockets=[sock])
