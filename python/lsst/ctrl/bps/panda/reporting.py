@@ -25,6 +25,7 @@ query per task and are fetched only with ``return_exit_codes``.
 from __future__ import annotations
 
 __all__ = [
+    "MAX_REQUEST_ID",
     "PandaJobReport",
     "RunRef",
     "build_run_reports",
@@ -131,6 +132,11 @@ class _Task:
     row: dict[str, Any] | None
 
 
+MAX_REQUEST_ID = 2**63 - 1
+"""Largest request id (a signed 64-bit integer in iDDS' and the local
+service's databases)."""
+
+
 def resolve_run(wms_id: str | int) -> RunRef:
     """Resolve a request id or a submit directory.
 
@@ -149,11 +155,16 @@ def resolve_run(wms_id: str | int) -> RunRef:
     Raises
     ------
     PanDABpsError
-        If the id is neither a request id nor a submitted run's directory.
+        If the id is blank, a number larger than `MAX_REQUEST_ID`, or neither
+        a request id nor a submitted run's directory.
     """
     given = str(wms_id).strip()
-    if given.isdigit():
+    if not given:
+        raise PanDABpsError(f"Run id {str(wms_id)!r} is blank: give an iDDS request id or a submit directory")
+    if given.isascii() and given.isdigit():
         request_id = int(given)
+        if request_id > MAX_REQUEST_ID:
+            raise PanDABpsError(f"'{given}' is not an iDDS request id: ids are at most {MAX_REQUEST_ID}")
         return RunRef(given, request_id, _indexed_record(request_id))
     if not Path(given).is_dir():
         raise PanDABpsError(f"'{given}' is neither an iDDS request id nor a submit directory")
@@ -206,7 +217,7 @@ def build_run_reports(
     message : `str`
         Problems met, empty if none.
     """
-    if wms_workflow_id is None or not str(wms_workflow_id).strip():
+    if wms_workflow_id is None:
         return _summaries(transport, user, hist)
     try:
         ref = resolve_run(wms_workflow_id)

@@ -143,7 +143,7 @@ def list_submitted(transport: IDDSTransport, wms_id: str | None, user: str | Non
         whose lookup fails on the server, the id itself (so that the
         caller's next command reports the failure).
     """
-    if wms_id is not None and str(wms_id).strip():
+    if wms_id is not None:  # a blank id is refused by resolve_run, never "every run"
         return _list_one(transport, str(wms_id))
     if not user:
         _LOG.warning("Neither a run id nor a user given: no runs selected")

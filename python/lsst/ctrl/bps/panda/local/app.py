@@ -33,13 +33,11 @@ from lsst.ctrl.bps.panda.constants import CACHE_DOWNLOAD_PREFIX, CACHE_UPLOAD_PA
 
 from .auth import AUTH_FAILED_PREFIX, TokenInfo
 from .cache import CacheEndpoint, FileCache
-from .commands import CommandSet
+from .commands import BadIdError, CommandSet
+from .routes import STATUS_PATH
 from .wire import relay_reply
 
 _LOG = logging.getLogger(__name__)
-
-STATUS_PATH = "/panda-local/status"
-"""Unauthenticated liveness/status route used by ``panda-local status``."""
 
 
 def _is_manager_command(name: str) -> bool:
@@ -126,6 +124,8 @@ class RelayEndpoint:
 def _call(method: Callable[..., Any], user: str, args: list[Any], kwargs: dict[str, Any]) -> Any:
     try:
         return method(user, *args, **kwargs)
+    except BadIdError as exc:
+        return [False, str(exc)]
     except Exception as exc:  # ClientManager's exception_handler: (False, str(ex))
         _LOG.exception("Command %s failed", getattr(method, "__name__", method))
         return [False, str(exc)]

@@ -33,6 +33,7 @@ import click
 from .layout import StateLayout, default_state_dir
 from .pidfile import ServiceProcess, release_pid_file
 from .server import LocalServiceError, ServiceConfig, check_loopback, client_env, read_service_file, serve
+from .state_dir import StateDirError, check_token_file, prepare_state_dir
 
 _STATE_OPTION = click.option(
     "--state-dir",
@@ -55,7 +56,7 @@ def _running_info(layout: StateLayout) -> dict[str, Any] | None:
 
 
 def _status_json(info: dict[str, Any], timeout: float = 5.0) -> dict[str, Any] | None:
-    from .app import STATUS_PATH
+    from .routes import STATUS_PATH
 
     host = info["host"] if ":" not in info["host"] else f"[{info['host']}]"
     opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
@@ -91,13 +92,17 @@ def start(  # noqa: PLR0913 - click passes one argument per option
     try:
         check_loopback(host)
         config = ServiceConfig(layout.root, host, port, workers or os.cpu_count() or 1, db_timeout)
+        prepare_state_dir(layout.root)
+        check_token_file(layout.token_file)
         if foreground:
             logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
             serve(config)
             return
         info = _daemonise(layout, config, timeout)
-    except LocalServiceError as exc:
+    except (LocalServiceError, StateDirError) as exc:
         raise click.ClickException(str(exc)) from exc
+    except OSError as exc:
+        raise click.ClickException(f"Cannot start panda-local in {layout.root}: {exc}") from exc
     click.echo(f"panda-local up at {info['url']} (pid {info['pid']}, state {layout.root})")
 
 
@@ -105,7 +110,6 @@ def _daemonise(layout: StateLayout, config: ServiceConfig, timeout: float) -> di
     running = _running_info(layout)
     if running is not None:
         raise LocalServiceError(f"Already running at {running['url']} (pid {running['pid']})")
-    os.makedirs(layout.root, exist_ok=True)
     argv = [sys.executable, "-m", "lsst.ctrl.bps.panda.local.cli", "start", "--foreground",
             "--state-dir", layout.root, "--host", config.host, "--workers", str(config.workers),
             "--db-timeout", str(config.db_timeout)]  # fmt: skip
@@ -118,13 +122,26 @@ def _daemonise(layout: StateLayout, config: ServiceConfig, timeout: float) -> di
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise LocalServiceError(f"Service exited with status {proc.returncode}; see {layout.log_file}")
+            raise LocalServiceError(
+                f"Service exited with status {proc.returncode}: {_last_line(layout.log_file)} "
+                f"(log: {layout.log_file})"
+            )
         info = read_service_file(layout)
         if info and info.get("pid") == proc.pid and _status_json(info, timeout=2.0) is not None:
             return info
         time.sleep(0.1)
     proc.terminate()
     raise LocalServiceError(f"Service not ready after {timeout} s; see {layout.log_file}")
+
+
+def _last_line(path: str) -> str:
+    try:
+        with open(path, "rb") as stream:
+            stream.seek(max(0, os.fstat(stream.fileno()).st_size - 4096))
+            lines = [line for line in stream.read().decode(errors="replace").splitlines() if line.strip()]
+    except OSError as exc:
+        return f"its log cannot be read ({exc.strerror})"
+    return lines[-1].strip() if lines else "it wrote nothing to its log"
 
 
 @main.command()

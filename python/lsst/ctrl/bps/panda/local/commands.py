@@ -13,7 +13,7 @@ Errors are returned as ``[False, message]`` like ClientManager's
 
 from __future__ import annotations
 
-__all__ = ["NO_MATCH", "REGISTERED", "CommandSet"]
+__all__ = ["MAX_ID", "NO_MATCH", "REGISTERED", "BadIdError", "CommandSet"]
 
 import logging
 from collections.abc import Callable
@@ -114,11 +114,11 @@ class CommandSet:
         ``transform_id``: here every transform is its own task, with the
         same id.
         """
-        if request_id is None:
+        rid = _as_id(request_id)
+        if rid is None:
             return [False, "Bad request: request_id must not be None"]
+        tid = _as_id(transform_id) if transform_id is not None else _as_id(workload_id)
         with self.store.begin() as conn:
-            rid = int(request_id)
-            tid = _as_id(transform_id) if transform_id is not None else _as_id(workload_id)
             return self.rows.output_contents(conn, rid, tid, group_by_jedi_task_id)
 
     def cmd_abort(
@@ -167,7 +167,21 @@ class CommandSet:
         }
 
 
+MAX_ID = 2**63 - 1
+"""Largest id SQLite stores (a signed 64-bit integer)."""
+
+
+class BadIdError(ValueError):
+    """An id that is not a whole number from 0 to `MAX_ID`."""
+
+
 def _as_id(value: Any) -> int | None:
     if value is None or value in ("null", "None"):
         return None
-    return int(value)
+    try:
+        number = int(str(value).strip()) if not isinstance(value, int) else value
+    except ValueError:
+        number = -1
+    if not 0 <= number <= MAX_ID:
+        raise BadIdError(f"{value!r} is not a request/transform id: ids are whole numbers from 0 to {MAX_ID}")
+    return number

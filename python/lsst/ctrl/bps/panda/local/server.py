@@ -30,6 +30,7 @@ from typing import Any
 from .auth import ensure_token
 from .layout import StateLayout
 from .pidfile import ServiceProcess, claim_pid_file, pid_alive, release_pid_file
+from .state_dir import StateDirError, check_token_file, prepare_state_dir
 
 _LOG = logging.getLogger(__name__)
 
@@ -241,12 +242,17 @@ def serve(config: ServiceConfig) -> None:
     Raises
     ------
     LocalServiceError
-        If the host is not loopback, the port is taken or another instance
-        owns the state directory.
+        If the host is not loopback, the port is taken, another instance
+        owns the state directory, the state directory cannot be used or the
+        token file is writable by others.
     """
     host = check_loopback(config.host)
     layout = StateLayout(os.path.abspath(config.state_dir))
-    os.makedirs(layout.root, exist_ok=True)
+    try:
+        prepare_state_dir(layout.root)
+        check_token_file(layout.token_file)
+    except StateDirError as exc:
+        raise LocalServiceError(str(exc)) from exc
     _claim_pid_file(layout)
     me = ServiceProcess.current()
     signal.signal(signal.SIGTERM, _exit_on_sigterm)

@@ -1,0 +1,16 @@
+# This file is part of ctrl_bps_panda.
+#
+# Licensed under the BSD 3-Clause License; see the LICENSE file at the top of
+# this distribution.
+"""Paths of the service's own HTTP routes (standard library only).
+
+Kept apart from `.app` so that the command line can call them without
+importing the web framework, the database layer or idds.
+"""
+
+from __future__ import annotations
+
+__all__ = ["STATUS_PATH"]
+
+STATUS_PATH = "/panda-local/status"
+"""Unauthenticated liveness/status route used by ``panda-local status``."""
