@@ -13,9 +13,10 @@ with its own config files, are the fixture
 same file as a script in a throwaway venv holding ``lsst-ctrl-bps-panda``
 from PyPI (its docstring has the commands; ``PANDA_BEHIND_REAL_LB=1``
 keeps panda-client offline). Here the same cases run through this
-package's files, included both as ``${CTRL_BPS_PANDA_DIR}/config/<name>``
-(the directory printed by the ``ctrl_bps_panda_dir`` console script) and
-as ``resource://lsst.ctrl.bps.panda/config/<name>``.
+package's files, included as ``${CTRL_BPS_PANDA_DIR}/config/<name>`` (the
+variable set to the directory printed by the ``ctrl_bps_panda_dir`` console
+script, or to this checkout) and as
+``resource://lsst.ctrl.bps.panda/config/<name>``.
 """
 
 from __future__ import annotations
@@ -49,8 +50,10 @@ CONFIG_NAMES = [
 ]
 PREFIXES = {
     "env": "${CTRL_BPS_PANDA_DIR}/config/",
+    "checkout": "${CTRL_BPS_PANDA_DIR}/config/",
     "resource": "resource://lsst.ctrl.bps.panda/config/",
 }
+CHECKOUT = Path(__file__).resolve().parent.parent
 
 
 def _cases_module() -> ModuleType:
@@ -105,7 +108,8 @@ def test_console_script_names_a_directory_with_every_config(installed_dir: str) 
 def test_same_task_fields_and_command_as_existing_plugin(
     name: str, form: str, installed_dir: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv("CTRL_BPS_PANDA_DIR", installed_dir)
+    # "checkout": the variable names the top of this repository.
+    monkeypatch.setenv("CTRL_BPS_PANDA_DIR", str(CHECKOUT) if form == "checkout" else installed_dir)
     monkeypatch.setenv("LSST_RUN_TEMP_SPACE", f"{tmp_path}/run_temp")
     directory = tmp_path / name
     directory.mkdir()
