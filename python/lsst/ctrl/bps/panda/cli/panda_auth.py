@@ -252,15 +252,35 @@ def _status() -> None:
     source = oidc_token.locate_token()
     try:
         claims = oidc_token.source_claims(source)
-    except TokenNotFoundError as exc:
-        # The existing tool's words and exit status 0; why, on stderr.
-        click.echo("No token found")
-        click.echo(f"Note: {exc}; run 'panda_auth reset' to log in", err=True)
+    except PandaAuthError as exc:  # no token, or one that cannot be decoded
+        _no_token([f"Note: {exc}; run 'panda_auth reset' to log in"])
         return
-    for line in status_lines(source, claims):
+    lines = status_lines(source, claims)
+    if source.cached and not _usable(claims):
+        why = f"Note: panda-client will not use the token in {source.path}: it expires within 5 minutes"
+        _no_token([*lines, f"{why}; run 'panda_auth refresh' or 'panda_auth reset'"])
+        return
+    for line in lines:
         click.echo(line)
     if os.environ.get("PANDA_AUTH") != "oidc":
         click.echo("Note: PANDA_AUTH is not 'oidc', so panda-client does not send this token", err=True)
+
+
+def _usable(claims: dict[str, Any]) -> bool:
+    """Whether panda-client would send a cached token with these claims."""
+    exp = claims.get("exp")
+    if isinstance(exp, bool) or not isinstance(exp, int | float):
+        return False
+    return exp - time.time() >= oidc_token.DEFAULT_MIN_VALID_SECONDS
+
+
+def _no_token(details: list[str]) -> None:
+    """Answer as the existing tool (``No token found``, exit status 0) when
+    there is no token panda-client would use; the details go to stderr.
+    """
+    click.echo("No token found")
+    for line in details:
+        click.echo(line, err=True)
 
 
 @panda_auth.command()
