@@ -20,9 +20,10 @@ The console script points here rather than at
 
 from __future__ import annotations
 
-__all__ = ["defer_package_init", "main"]
+__all__ = ["ctrl_bps_panda_dir", "defer_package_init", "main"]
 
 import importlib.util
+import pkgutil
 import sys
 import types
 from typing import Any
@@ -63,6 +64,9 @@ def defer_package_init(name: str = DEFERRED_PACKAGE) -> bool:
     if spec is None or spec.loader is None or spec.submodule_search_locations is None:
         return False
     module = importlib.util.module_from_spec(spec)
+    # What the package's __init__ would do first (lsst packages extend their
+    # path), so that its parts installed elsewhere on sys.path are found.
+    module.__path__ = pkgutil.extend_path(list(spec.submodule_search_locations), name)
     module.__class__ = _DeferredPackage
     sys.modules[name] = module
     parent, _, child = name.rpartition(".")
@@ -81,3 +85,13 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
+
+
+def ctrl_bps_panda_dir() -> None:
+    """Run ``ctrl_bps_panda_dir`` (print the site configs' directory) just as
+    fast: it too needs nothing of ctrl_bps.
+    """
+    defer_package_init()
+    from lsst.ctrl.bps.panda.cli.install_dir import main as dir_main
+
+    dir_main()
