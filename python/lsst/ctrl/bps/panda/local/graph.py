@@ -13,6 +13,7 @@ from __future__ import annotations
 
 __all__ = ["JobState", "Launch", "RunGraph", "TransformState"]
 
+import dataclasses
 import json
 import time
 from collections import Counter, deque
@@ -23,8 +24,9 @@ from typing import Any
 from idds.common.constants import ContentStatus, RequestStatus, TransformStatus
 from sqlalchemy import Connection, bindparam, func, select, update
 
+from .event_service import EventService
 from .statuses import JOB_TERMINAL, TRANSFORM_TERMINAL, condition_value, request_status, transform_status
-from .store import JOB_COLUMNS, conditions, deps, jobs, requests, transforms
+from .store import JOB_COLUMNS, conditions, deps, event_services, jobs, requests, transforms
 
 _RUNNABLE = (ContentStatus.Activated, ContentStatus.Failed)
 _RETRYABLE = (ContentStatus.FinalFailed, ContentStatus.Missing, ContentStatus.Cancelled)
@@ -82,6 +84,7 @@ class TransformState:
     status: TransformStatus
     job_ids: list[int] = field(default_factory=list)
     counts: Counter[int] = field(default_factory=Counter)
+    event_service: EventService | None = None
 
 
 @dataclass
@@ -108,6 +111,9 @@ class Launch:
     name: str
     executable: str
     slots: int
+    batch: tuple[Launch, ...] = ()
+    """Event service: more payloads run after this one in the same slot
+    under the same PanDA id (only the last one frees the slots)."""
 
 
 class RunGraph:
@@ -233,6 +239,11 @@ class RunGraph:
             )
             self.transforms[tf.transform_id] = tf
             req.transforms[tf.internal_id] = tf
+        query = select(event_services).where(event_services.c.request_id == req.request_id)
+        for row in conn.execute(query).mappings():
+            found = self.transforms.get(row["transform_id"])
+            if found is not None:
+                found.event_service = EventService(row["label"], row["max_events"], row["first_order_id"])
 
     def _load_jobs(self, conn: Connection, req: RequestState) -> dict[int, tuple[int, float]]:
         ended: dict[int, tuple[int, float]] = {}
@@ -407,16 +418,57 @@ class RunGraph:
                 break
             self.ready.popleft()
             self.free -= slots
-            job.attempt_nr += 1
-            job.panda_id = self.next_panda_id
+            panda_id = self.next_panda_id
             self.next_panda_id += 1
-            job.start_time, job.end_time, job.exit_code = now, None, None
-            self._set(job, ContentStatus.Processing, "running")
-            launches.append(
-                Launch(job.job_id, job.request_id, tf.transform_id, job.map_id, job.panda_id,
-                       job.attempt_nr, job.name, tf.executable, slots)
-            )  # fmt: skip
+            launches.append(self._launch(job, tf, panda_id, slots, now))
         return launches
+
+    def _launch(self, job: JobState, tf: TransformState, panda_id: int, slots: int, now: float) -> Launch:
+        """Record a PanDA job as running: one payload, or for an
+        event-service work the ready payloads of its event-service file.
+
+        Parameters
+        ----------
+        job : `JobState`
+            The payload at the head of the queue.
+        tf : `TransformState`
+            Its transform.
+        panda_id : `int`
+            The PanDA job's id.
+        slots : `int`
+            Worker slots it takes.
+        now : `float`
+            Start time.
+
+        Returns
+        -------
+        launch : `Launch`
+            The first payload, the others in its ``batch``.
+        """
+        payloads = [job]
+        es = tf.event_service
+        if es is not None:
+
+            def order_id(job_id: int) -> int | None:
+                other = self.jobs.get(job_id)
+                if other is None or other.transform_id != tf.transform_id or other.status not in _RUNNABLE:
+                    return None
+                return other.map_id
+
+            payloads += [self.jobs[j] for j in es.siblings(job.job_id, self.ready, order_id, es.max_events)]
+        launches = []
+        for index, payload in enumerate(payloads):
+            payload.attempt_nr += 1
+            payload.panda_id = panda_id
+            payload.start_time, payload.end_time, payload.exit_code = now, None, None
+            self._set(payload, ContentStatus.Processing, "running")
+            name = payload.name if es is None else es.event_name(payload.map_id)
+            last = index == len(payloads) - 1
+            launches.append(
+                Launch(payload.job_id, payload.request_id, tf.transform_id, payload.map_id, panda_id,
+                       payload.attempt_nr, name, tf.executable, slots if last else 0)
+            )  # fmt: skip
+        return dataclasses.replace(launches[0], batch=tuple(launches[1:]))
 
     # ------------------------------------------------------------ commands
     def abort(self, request_id: int) -> list[int]:

@@ -29,6 +29,8 @@ import zlib
 from dataclasses import dataclass, field
 from typing import Any
 
+from .event_service import EventService, event_service_of
+
 _DEFAULT_MAX_ATTEMPT = 5
 _MAP_FILE_KEY = "idds_dependency_map_file"
 
@@ -61,6 +63,8 @@ class WorkSpec:
     queue: str | None
     gated: bool
     jobs: tuple[JobSpec, ...]
+    event_service: EventService | None = None
+    """Set for an event-service work (several payloads per PanDA job)."""
 
 
 @dataclass(frozen=True)
@@ -186,6 +190,7 @@ def _conditions(template: Any) -> list[ConditionSpec]:
 
 
 def _work_spec(work: Any, gated: bool, stored_maps: dict[str, list[dict[str, Any]]]) -> WorkSpec:
+    jobs = _jobs(work, stored_maps)
     return WorkSpec(
         internal_id=str(work.get_internal_id()),
         name=str(work.task_name or work.get_work_name()),
@@ -196,7 +201,8 @@ def _work_spec(work: Any, gated: bool, stored_maps: dict[str, list[dict[str, Any
         cloud=getattr(work, "task_cloud", None),
         queue=getattr(work, "task_queue", None),
         gated=gated,
-        jobs=_jobs(work, stored_maps),
+        jobs=jobs,
+        event_service=event_service_of(work, (job.map_id for job in jobs)),
     )
 
 

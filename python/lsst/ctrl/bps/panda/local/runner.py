@@ -164,6 +164,7 @@ class Runner:
         self.fault: StoreFault | None = None
         """Set while database writes fail (read by ``panda-local status``)."""
         self._kill: set[int] = set()
+        self._batches: dict[int, bool] = {}  # event-service PanDA id -> killed
         self._lock = threading.Lock()
         self._stopping = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="panda-local-scheduler", daemon=True)
@@ -329,7 +330,7 @@ class Runner:
             self.fault = None
         self._stale = False
         for event in batch:
-            if event.launch is not None:
+            if event.launch is not None and event.launch.slots:
                 self._active.pop(event.launch.panda_id, None)
             if event.done is not None:
                 event.done.set()
@@ -355,6 +356,7 @@ class Runner:
             return
         with self._lock:
             self._kill.update(panda_ids)
+            self._batches.update((p, True) for p in panda_ids if p in self._batches)
             procs = [self._procs[p] for p in panda_ids if p in self._procs]
         for proc in procs:
             _killpg(proc.pid, signal.SIGTERM)
@@ -365,8 +367,39 @@ class Runner:
 
     def _start(self, launches: list[Launch]) -> None:
         for launch in launches:
-            self._active[launch.panda_id] = launch
-            self._pool.submit(self._execute, launch)
+            # An event-service PanDA job is active until its last payload,
+            # which holds its slots, has ended.
+            self._active[launch.panda_id] = launch.batch[-1] if launch.batch else launch
+            if launch.batch:
+                with self._lock:
+                    self._batches[launch.panda_id] = False
+            self._pool.submit(self._execute_batch if launch.batch else self._execute, launch)
+
+    def _execute_batch(self, launch: Launch) -> None:
+        """Run the payloads of an event-service PanDA job one after another.
+
+        Each payload reports its own end (its own content row); once the
+        PanDA job is killed (abort), the payloads not yet started end
+        without running (their contents are already cancelled).
+
+        Parameters
+        ----------
+        launch : `Launch`
+            The first payload, the others in its ``batch``.
+        """
+        try:
+            for payload in (launch, *launch.batch):
+                if self._stopping.is_set():
+                    return
+                with self._lock:
+                    killed = self._batches.get(launch.panda_id, False)
+                if killed:
+                    self._report(_Event("ended", launch=payload, exit_code=143, end_time=time.time()))
+                else:
+                    self._execute(payload)
+        finally:
+            with self._lock:
+                self._batches.pop(launch.panda_id, None)
 
     def _env(self, launch: Launch) -> dict[str, str]:
         env = dict(self.job_env)

@@ -11,7 +11,7 @@ any child is released), so the service can be killed at any time and resumed.
 
 from __future__ import annotations
 
-__all__ = ["Store", "deps", "jobs", "requests", "transforms"]
+__all__ = ["Store", "deps", "event_services", "jobs", "requests", "transforms"]
 
 import json
 import threading
@@ -117,6 +117,17 @@ deps = Table(
     Column("parent_id", Integer, nullable=False),
     Column("request_id", Integer, nullable=False, index=True),
 )
+
+event_services = Table(
+    "event_services",
+    _META,
+    Column("transform_id", Integer, primary_key=True),
+    Column("request_id", Integer, nullable=False, index=True),
+    Column("label", String, nullable=False),
+    Column("max_events", Integer, nullable=False),
+    Column("first_order_id", Integer, nullable=False),
+)
+"""Event-service works (event_service.py): how payloads share PanDA jobs."""
 
 steps = Table(
     "steps",
@@ -318,6 +329,14 @@ class Store:
         job_rows = []
         for work in works:
             transform_id = _insert_transform(conn, request_id, work, now)
+            if work.event_service is not None:
+                conn.execute(
+                    event_services.insert().values(
+                        transform_id=transform_id, request_id=request_id,
+                        label=work.event_service.label, max_events=work.event_service.max_events,
+                        first_order_id=work.event_service.first_order_id,
+                    )
+                )  # fmt: skip
             for job in work.jobs:
                 job_ids[(work.name, job.name)] = next_job
                 job_rows.append(
