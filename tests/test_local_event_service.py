@@ -121,3 +121,39 @@ def test_abort_skips_the_payloads_not_started(client: RelayClient, tmp_path: Pat
     jobs = client.jobs(request_id)
     assert {row["status"] for row in jobs.values()} == {"Cancelled"}
     assert log.read_text().split() == ["a:eventservice_0^1"]
+
+
+def test_kill_9_mid_event_service_job(tmp_path: Path) -> None:
+    """After a crash the payloads that ended keep their result; the one cut
+    short and the one never started run again (grouped again)."""
+    service = LocalService(str(tmp_path / "state"), workers=1)
+    service.start()
+    log = tmp_path / "log"
+    # The second payload sleeps through the crash on its first attempt.
+    body = (
+        f'echo "start ${{IN/L}}" >> {log}; '
+        'if [ "${IN/L}" = "a:eventservice_0^2" ] && [ "$PanDA_AttemptNr" = 1 ]; then sleep 60; fi; '
+        f'echo "end ${{IN/L}}" >> {log}'
+    )
+    works = [WorkDef("kc_01_a", body, tuple(JobDef(f"a:orderIdMap_{i}") for i in range(3)), max_attempt=2)]
+    try:
+        client = service.client()
+        request_id = client.result("submit", _es_workflow("kc_wf", works, "kc_01_a", "a", 3))
+        deadline = time.monotonic() + 60
+        while "start a:eventservice_0^2" not in (log.read_text() if log.exists() else ""):
+            assert time.monotonic() < deadline, "second payload never started"
+            time.sleep(0.05)
+        service.kill()
+        service.port = int(client.exports["PANDA_URL"].rsplit(":", 1)[1].split("/", 1)[0])
+        service.start()
+        assert client.wait(request_id, timeout=120) == "Finished"
+        jobs = client.jobs(request_id)
+    finally:
+        service.stop()
+    assert {row["status"] for row in jobs.values()} == {"Available"}
+    starts = [line.split()[1] for line in log.read_text().splitlines() if line.startswith("start")]
+    assert starts.count("a:eventservice_0^1") == 1  # ended before the crash: not rerun
+    assert starts.count("a:eventservice_0^2") == 2
+    assert starts.count("a:eventservice_0^3") == 1  # never started before the crash
+    assert jobs["a:orderIdMap_1"]["panda_id"] == jobs["a:orderIdMap_2"]["panda_id"]
+    assert jobs["a:orderIdMap_0"]["panda_id"] != jobs["a:orderIdMap_1"]["panda_id"]
