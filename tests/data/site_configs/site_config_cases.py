@@ -10,13 +10,18 @@ Run as a script there, it records that plugin's values as the fixture
 ``existing_plugin.json`` next to this file::
 
     python3.12 -m venv /tmp/oldplugin-venv
-    /tmp/oldplugin-venv/bin/pip install lsst-ctrl-bps-panda==30.2026.4300
+    /tmp/oldplugin-venv/bin/pip install lsst-ctrl-bps-panda==30.2026.4300 \
+        lsst-ctrl-bps==30.2026.4300
     git clone https://github.com/lsst/ctrl_bps_panda /tmp/oldplugin-src
+    git -C /tmp/oldplugin-src checkout 5aa15dc  # the configs recorded
     PANDA_BEHIND_REAL_LB=1 /tmp/oldplugin-venv/bin/python \\
         tests/data/site_configs/site_config_cases.py /tmp/oldplugin-src
 
 (the existing package's wheel does not ship its ``config/``, so the
-checkout gives it its own files through ``CTRL_BPS_PANDA_DIR``).
+checkout gives it its own files through ``CTRL_BPS_PANDA_DIR``). Job
+attributes come from the submit file through ctrl_bps's own
+``transform._get_job_values``, as ``bps prepare`` sets them, so both
+plugins see the same workflow.
 ``tests/test_site_configs.py`` runs the same cases with this package's
 files and compares.
 """
