@@ -5,7 +5,7 @@
 """``bps submitcmd``: custom jobs ship their script through the PanDA cache.
 
 The translation is compared with the existing plugin's, recorded by
-``tests/data/custom_job/record_existing_plugin.py``; the end-to-end test runs
+``tests/data/custom_job/record_custom_job.py``; the end-to-end test runs
 ``bps submitcmd`` and ``bps report`` as separate processes against a local
 PanDA service, with ``LSST_RUN_TEMP_SPACE`` unset and no usable
 ``fileDistributionEndPoint``, as on a laptop.
@@ -37,10 +37,10 @@ CACHE = "http://127.0.0.1:1/server/panda"
 
 
 def _config(tmp: Path, endpoint: str | None) -> BpsConfig:
-    """The recording's configuration (see record_existing_plugin.py)."""
+    """The recording's configuration (see record_custom_job.py)."""
     sys.path.insert(0, str(ROOT / "tests" / "data" / "custom_job"))
     try:
-        from record_existing_plugin import ARGUMENTS, RUNNER, SCRIPT
+        from record_custom_job import ARGUMENTS, RUNNER, SCRIPT
     finally:
         sys.path.pop(0)
     script = tmp / "hello.sh"

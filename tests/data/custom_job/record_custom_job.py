@@ -13,7 +13,7 @@ from PyPI) installed, never this package, with a PanDA cache to upload to
     panda-local start --state-dir /tmp/rec-state --port 0
     eval "$(panda-local env --state-dir /tmp/rec-state)"
     cd tests/data/custom_job
-    /tmp/oldplugin-venv/bin/python record_existing_plugin.py
+    /tmp/oldplugin-venv/bin/python record_custom_job.py
     panda-local stop --state-dir /tmp/rec-state
 
 It builds the custom workflow with ctrl_bps's ``create_custom_workflow``
