@@ -77,6 +77,12 @@ def test_payloads_share_panda_jobs_and_a_failure_is_retried_alone(
         ["0^1", "0^2", "2^1", "2^2", "4^1"])}  # fmt: skip
     # Each payload has its own content, finished.
     assert {row["status"] for row in payloads.values()} == {"Available"}
+    # Its event-service file and place in it, as iDDS records them.
+    assert [(row["path"], row["sub_map_id"]) for row in payloads.values()] == [
+        ("a:eventservice_0", 0), ("a:eventservice_0", 1), ("a:eventservice_2", 0),
+        ("a:eventservice_2", 1), ("a:eventservice_4", 0),
+    ]  # fmt: skip
+    assert (jobs["b0"]["path"], jobs["b0"]["sub_map_id"]) == (None, 0)
     assert [row["attempt_nr"] for row in payloads.values()] == [1, 1, 1, 2, 1]
     started: dict[str, list[str]] = defaultdict(list)
     for kind, event, panda_id in _log_lines(log)[:-1]:

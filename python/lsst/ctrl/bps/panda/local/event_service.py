@@ -21,11 +21,13 @@ retried alone, in a later PanDA job, and its successful siblings never rerun.
 
 from __future__ import annotations
 
-__all__ = ["EventService", "event_service_of"]
+__all__ = ["EventService", "event_service_of", "stored_event_services"]
 
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
+
+from sqlalchemy import Connection, select
 
 
 @dataclass(frozen=True)
@@ -76,6 +78,23 @@ class EventService:
         """
         base = self.first_order_id + self.group(map_id) * self.max_events
         return f"{self.label}:eventservice_{base}^{map_id - base + 1}"
+
+    def content_fields(self, map_id: int) -> dict[str, Any]:
+        """Return the event fields iDDS gives a payload's content row.
+
+        Parameters
+        ----------
+        map_id : `int`
+            The payload's order id.
+
+        Returns
+        -------
+        fields : `dict` [`str`, `~typing.Any`]
+            ``path`` (its event-service file, ``^<count>`` left out, as iDDS
+            stores it) and ``sub_map_id`` (its place in the file, from 0).
+        """
+        base = self.first_order_id + self.group(map_id) * self.max_events
+        return {"path": f"{self.label}:eventservice_{base}", "sub_map_id": map_id - base}
 
     def siblings(
         self, first: int, candidates: Iterable[int], order_id: Callable[[int], int | None], limit: int
@@ -142,3 +161,27 @@ def event_service_of(work: Any, order_ids: Iterable[int]) -> EventService | None
     if not getattr(work, "es", False) or not label or max_events < 1 or not ids:
         return None
     return EventService(str(label), max_events, min(ids))
+
+
+def stored_event_services(conn: Connection, request_id: int) -> dict[int, EventService]:
+    """Return the event-service works of a stored request.
+
+    Parameters
+    ----------
+    conn : `sqlalchemy.Connection`
+        Open connection.
+    request_id : `int`
+        The request.
+
+    Returns
+    -------
+    event_services : `dict` [`int`, `EventService`]
+        Transform id to its grouping.
+    """
+    from .store import event_services  # store imports plan, which imports this module
+
+    query = select(event_services).where(event_services.c.request_id == request_id)
+    return {
+        row["transform_id"]: EventService(row["label"], row["max_events"], row["first_order_id"])
+        for row in conn.execute(query).mappings()
+    }

@@ -24,9 +24,9 @@ from typing import Any
 from idds.common.constants import ContentStatus, RequestStatus, TransformStatus
 from sqlalchemy import Connection, bindparam, func, select, update
 
-from .event_service import EventService
+from .event_service import EventService, stored_event_services
 from .statuses import JOB_TERMINAL, TRANSFORM_TERMINAL, condition_value, request_status, transform_status
-from .store import JOB_COLUMNS, conditions, deps, event_services, jobs, requests, transforms
+from .store import JOB_COLUMNS, conditions, deps, jobs, requests, transforms
 
 _RUNNABLE = (ContentStatus.Activated, ContentStatus.Failed)
 _RETRYABLE = (ContentStatus.FinalFailed, ContentStatus.Missing, ContentStatus.Cancelled)
@@ -239,11 +239,9 @@ class RunGraph:
             )
             self.transforms[tf.transform_id] = tf
             req.transforms[tf.internal_id] = tf
-        query = select(event_services).where(event_services.c.request_id == req.request_id)
-        for row in conn.execute(query).mappings():
-            found = self.transforms.get(row["transform_id"])
-            if found is not None:
-                found.event_service = EventService(row["label"], row["max_events"], row["first_order_id"])
+        for transform_id, event_service in stored_event_services(conn, req.request_id).items():
+            if transform_id in self.transforms:
+                self.transforms[transform_id].event_service = event_service
 
     def _load_jobs(self, conn: Connection, req: RequestState) -> dict[int, tuple[int, float]]:
         ended: dict[int, tuple[int, float]] = {}

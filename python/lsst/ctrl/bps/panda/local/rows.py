@@ -36,6 +36,7 @@ from idds.common.constants import (
 )
 from sqlalchemy import Connection, func, select
 
+from .event_service import stored_event_services
 from .layout import StateLayout
 from .statuses import TRANSFORM_TERMINAL, counters
 from .store import jobs, requests, transforms
@@ -227,8 +228,13 @@ class RowBuilder:
         if transform_id is not None:
             query = query.where(jobs.c.transform_id == transform_id)
         groups: dict[str, list[dict[str, Any]]] = {}
+        event_services = stored_event_services(conn, request_id)
         for job in conn.execute(query).mappings():
-            groups.setdefault(str(job["transform_id"]), []).append(_sorted(self._content_row(job)))
+            row = self._content_row(job)
+            event_service = event_services.get(job["transform_id"])
+            if event_service is not None:
+                row.update(event_service.content_fields(job["map_id"]))
+            groups.setdefault(str(job["transform_id"]), []).append(_sorted(row))
         return groups
 
     def _content_row(self, job: Any) -> dict[str, Any]:
