@@ -26,6 +26,7 @@ from lsst.ctrl.bps import (
     GenericWorkflowNodeType,
 )
 from lsst.ctrl.bps.panda.command_line import decode_hex
+from lsst.ctrl.bps.panda.constants import RETRY_UNLESS_EXIT_ATTRIBUTE
 from lsst.ctrl.bps.panda.exceptions import WorkflowTranslationError
 from lsst.ctrl.bps.panda.idds_workflow_generator import IDDSWorkflowGenerator, even_slices
 from lsst.ctrl.bps.panda.task_settings import ServiceSettings
@@ -334,6 +335,25 @@ def test_attribute_mapping(tmp_path: Path) -> None:
     assert (b.core_count, b.maxWalltime, b.maxAttempt, b.task_priority) == (1, 90000, 3, 500)
     assert (b.task_cloud, b.task_site, b.task_queue, b.working_group) == ("US", "SITE", None, None)
     assert (b.processingType, b.task_type, b.prodSourceLabel, b.vo) == (None, "test", "managed", "wlcg")
+
+
+@pytest.mark.parametrize(
+    ("value", "sent"), [([2, 1], [1, 2]), (2, [2]), ("3", [3]), (None, None), ([], None)]
+)
+def test_retry_unless_exit_is_sent_as_a_work_attribute(tmp_path: Path, value: Any, sent: Any) -> None:
+    workflow = GenericWorkflow("wf")
+    exe = GenericWorkflowExec("run", "/bin/true", False)
+    workflow.add_job(GenericWorkflowJob("a_1", label="a", executable=exe, retry_unless_exit=value))
+    (work,) = works(generate(tmp_path, workflow))
+    assert getattr(work, RETRY_UNLESS_EXIT_ATTRIBUTE, None) == sent
+
+
+def test_bad_retry_unless_exit_names_the_job(tmp_path: Path) -> None:
+    workflow = GenericWorkflow("wf")
+    exe = GenericWorkflowExec("run", "/bin/true", False)
+    workflow.add_job(GenericWorkflowJob("a_1", label="a", executable=exe, retry_unless_exit=["x"]))
+    with pytest.raises(WorkflowTranslationError, match="'a_1': retryUnlessExit"):
+        generate(tmp_path, workflow)
 
 
 def test_resources_are_chunk_maxima_and_categories_split(tmp_path: Path) -> None:

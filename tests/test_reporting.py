@@ -202,12 +202,52 @@ def test_partly_failed_run_gives_failed_pruned_and_int_exit_codes(three_label):
     assert_consistent(report)
 
 
-def test_partly_failed_run_without_exit_codes_does_not_fetch_contents(three_label):
+def test_partly_failed_run_without_exit_codes_fetches_only_the_failing_task(three_label):
     fake, rid, _ = three_label
     fake.set_jobs(rid, "wf_01_step_1_isr_01", {CS.FinalFailed: 3})
+    fake.set_jobs(rid, "wf_01_step_1_isr_02", {CS.Available: 2})
     report = report_of(fake, rid)
     assert "step_1_isr" not in report.exit_code_summary
     assert report.exit_code_summary["consolidate_2"] == []
+    fetched = [c for c in fake.calls if c[0] == "get_contents_output_ext"]
+    failing = fake.task(rid, "wf_01_step_1_isr_01").workload_id
+    assert [c[1] for c in fetched] == [(rid, failing)]
+    # The summary of runs (no id) fetches no job at all.
+    fake.calls.clear()
+    build_run_reports(fake, None, None, 2, False)
+    assert not [c for c in fake.calls if c[0] == "get_contents_output_ext"]
+
+
+def test_report_names_failed_jobs_with_panda_ids_and_monitor_pages(three_label, monkeypatch):
+    from lsst.ctrl.bps.report import display_report
+
+    monkeypatch.setenv("PANDAMON_URL", "https://pandamon.example.org/")
+    fake, rid, _ = three_label
+    fake.set_jobs(rid, "wf_01_step_1_isr_01", {CS.Available: 1, CS.FinalFailed: 2}, exit_code=1)
+    contents = fake.get_contents_output_ext(rid, fake.task(rid, "wf_01_step_1_isr_01").workload_id)
+    failed = {
+        row["name"].split("+", 1)[0]: row["panda_id"]
+        for rows in contents.values()
+        for row in rows
+        if row["status"]["attributes"]["_name_"] == "FinalFailed"
+    }
+    assert len(failed) == 2
+    for return_exit_codes in (False, True):
+        out = io.StringIO()
+        display_report([report_of(fake, rid, return_exit_codes)], [], is_detailed=True, file=out)
+        lines = [line for line in out.getvalue().splitlines() if line.startswith("Failed job ")]
+        assert lines == [
+            f"Failed job {name} (step_1_isr): PanDA job id {panda_id}, exit code 1; "
+            f"monitor https://pandamon.example.org/job?pandaid={panda_id}"
+            for name, panda_id in failed.items()
+        ]
+
+
+def test_report_of_a_run_without_failures_names_no_job(three_label, monkeypatch):
+    monkeypatch.setenv("PANDAMON_URL", "https://pandamon.example.org")
+    fake, rid, _ = three_label
+    fake.set_jobs(rid, "wf_01_step_1_isr_01", {CS.Available: 3})
+    assert "Failed job" not in str(report_of(fake, rid).specific_info)
     assert not [c for c in fake.calls if c[0] == "get_contents_output_ext"]
 
 

@@ -18,6 +18,7 @@ from lsst.ctrl.bps.panda.exceptions import (
     PandaAuthError,
     PanDAConfigError,
     PanDAUnreachableError,
+    SubmissionCheckError,
     TokenExpiredError,
     TokenNotFoundError,
 )
@@ -391,10 +392,18 @@ def test_every_envelope_error_through_every_call(fake, error, match):
 
 
 # ------------------------------------------------------ through PanDAService
+def _submit_config():
+    from lsst.ctrl.bps import BpsConfig
+
+    return BpsConfig(
+        {"computeSite": "S", "fileDistributionEndPoint": "/d", "submitPath": "/s", "uniqProcName": "r"}
+    )
+
+
 def test_service_methods_use_the_given_transport(fake, tmp_path):
     from lsst.ctrl.bps.panda import PanDAService
 
-    service = PanDAService({}, transport=fake)
+    service = PanDAService(_submit_config(), transport=fake)
     rid = subfinished(fake)
     path = submit_dir(tmp_path, rid)
     assert service.ping() == (0, None)
@@ -416,14 +425,15 @@ def test_service_methods_use_the_given_transport(fake, tmp_path):
 def test_service_methods_with_a_failing_relay(fake):
     from lsst.ctrl.bps.panda import PanDAService
 
-    service = PanDAService({}, transport=fake)
+    service = PanDAService(_submit_config(), transport=fake)
     rid = add_run(fake)
     down = PanDAUnreachableError("x", None, "PanDA relay unreachable: [Errno 111] Connection refused")
     for method in ("ping", "get_requests"):
         fake.fail_next(method, down, times=10)
     assert service.ping()[0] == run_control.PING_UNREACHABLE
-    with pytest.raises(PanDAUnreachableError):
+    with pytest.raises(SubmissionCheckError, match="Connection refused") as info:
         service.run_submission_checks()
+    assert isinstance(info.value.__cause__, PanDAUnreachableError)
     assert service.get_status(str(rid))[0] is S.UNKNOWN
     assert service.report(wms_workflow_id=str(rid))[0] == []
     assert service.cancel(str(rid))[0] is False

@@ -30,6 +30,7 @@ __all__ = [
     "PANDA_DEFAULT_KEYS",
     "PANDA_DEFAULT_NAME_LENGTH",
     "RELAY_PATH",
+    "RETRY_UNLESS_EXIT_ATTRIBUTE",
     "SUBMIT_RECORD_FILENAME",
     "WORKFLOW_JSON_FILENAME",
 ]
@@ -114,3 +115,8 @@ def __getattr__(name: str) -> Any:
     if name in PANDA_DEFAULT_KEYS:
         return _packaged_root_defaults().get(PANDA_DEFAULT_KEYS[name])
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+RETRY_UNLESS_EXIT_ATTRIBUTE = "retry_unless_exit"
+"""Attribute of a ``DomaPanDAWork`` carrying ctrl_bps ``retryUnlessExit``
+(a list of exit codes); honoured by the local service, ignored by PanDA."""

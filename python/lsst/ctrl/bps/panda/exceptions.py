@@ -19,12 +19,15 @@ __all__ = [
     "PanDAUnreachableError",
     "PandaAuthError",
     "StagingError",
+    "SubmissionCheckError",
     "TokenExpiredError",
     "TokenNotFoundError",
     "TokenRefreshError",
     "TokenTooEarlyError",
     "WorkflowTranslationError",
 ]
+
+import click
 
 from lsst.ctrl.bps import BpsError
 
@@ -48,6 +51,22 @@ class PanDAConfigError(PanDABpsError):
         super().__init__(f"Configuration key '{key}': {detail}")
         self.key = key
         self.detail = detail
+
+
+class SubmissionCheckError(PanDABpsError, click.ClickException):
+    """A check run before ``bps submit`` builds anything failed.
+
+    Also a `click.ClickException`, so the ``bps`` command prints
+    ``Error: <message>`` on one line, without a traceback, and exits 1.
+
+    Parameters
+    ----------
+    message : `str`
+        What is wrong and how to fix it.
+    """
+
+    def __init__(self, message: str) -> None:
+        click.ClickException.__init__(self, message)
 
 
 class WorkflowTranslationError(PanDABpsError):

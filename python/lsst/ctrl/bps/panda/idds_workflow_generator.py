@@ -53,7 +53,7 @@ from .command_line import (
     encode_hex,
     files_field,
 )
-from .constants import FINAL_PSEUDO_INPUT, NO_DIRECT_IO
+from .constants import FINAL_PSEUDO_INPUT, NO_DIRECT_IO, RETRY_UNLESS_EXIT_ATTRIBUTE
 from .dependency_map import MapZipper, encode_name, job_references, map_entries
 from .event_service import WorkEventService, add_event_fields
 from .exceptions import WorkflowTranslationError
@@ -327,6 +327,36 @@ def _number(job: GenericWorkflowJob, attr: str, value: Any, fallback: int) -> in
         return _as_number(value, fallback)
     except (TypeError, ValueError) as exc:
         raise WorkflowTranslationError(f"Job {job.name!r}: {attr} {value!r} is not a number") from exc
+
+
+def _exit_codes(job: GenericWorkflowJob) -> tuple[int, ...]:
+    """Return a job's ``retryUnlessExit`` as sorted exit codes.
+
+    Parameters
+    ----------
+    job : `lsst.ctrl.bps.GenericWorkflowJob`
+        The job.
+
+    Returns
+    -------
+    codes : `tuple` [`int`, ...]
+        Empty when unset.
+
+    Raises
+    ------
+    WorkflowTranslationError
+        Raised if a value is not an integer.
+    """
+    value = job.retry_unless_exit
+    if value is None or value == "":
+        return ()
+    values = value if isinstance(value, list | tuple) else [value]
+    try:
+        return tuple(sorted({int(code) for code in values}))
+    except (TypeError, ValueError) as exc:
+        raise WorkflowTranslationError(
+            f"Job {job.name!r}: retryUnlessExit {value!r} is not an exit code or a list of them"
+        ) from exc
 
 
 class IDDSWorkflowGenerator:
@@ -952,6 +982,7 @@ class IDDSWorkflowGenerator:
             working_group=first.accounting_group or None,
             label=settings.label(group.label),
             event_service=settings.event_service.for_work(group.label, requested, walltime),
+            retry_unless_exit=_exit_codes(first),
         )
 
     def _new_work(self, chunk: _Chunk, task: TaskSettings) -> DomaPanDAWork:
@@ -973,7 +1004,7 @@ class IDDSWorkflowGenerator:
         event_service = task.event_service or WorkEventService(
             False, chunk.group.label, self.settings.event_service.max_payloads, task.walltime
         )
-        return DomaPanDAWork(
+        work = DomaPanDAWork(
             executable=self._runner_command(chunk.group),
             primary_input_collection={"scope": "pseudo_dataset", "name": f"pseudo_input_collection#{count}"},
             output_collections=[{"scope": "pseudo_dataset", "name": f"pseudo_output_collection#{count}"}],
@@ -1004,6 +1035,9 @@ class IDDSWorkflowGenerator:
             es_label=event_service.label,
             max_events_per_job=event_service.max_events,
         )
+        if task.retry_unless_exit:
+            setattr(work, RETRY_UNLESS_EXIT_ATTRIBUTE, list(task.retry_unless_exit))
+        return work
 
     def _runner_command(self, group: _Group) -> str:
         """Return the pilot command of a task.

@@ -21,8 +21,9 @@ from lsst.utils.timer import time_this
 
 from . import run_control
 from .collector_pause import collector_paused
+from .config_checks import check_submission_config, relay_hint
 from .constants import DEFAULTS_URI
-from .exceptions import PanDABpsError, PanDAConfigError
+from .exceptions import PanDABpsError, PanDAConfigError, SubmissionCheckError
 from .idds_transport import IDDSTransport, transport_from_config
 from .panda_workflow import PandaBpsWmsWorkflow
 from .reporting import build_run_reports
@@ -144,7 +145,11 @@ class PanDAService(BaseWmsService):
 
     def run_submission_checks(self) -> None:
         # Docstring inherited from BaseWmsService.run_submission_checks.
-        run_control.submission_checks(self.transport)
+        check_submission_config(self.config)
+        try:
+            run_control.submission_checks(self.transport)
+        except PanDABpsError as exc:
+            raise SubmissionCheckError(f"{exc}{relay_hint()}") from exc
 
     def ping(self, pass_thru: str | None = None) -> tuple[int, str | None]:
         # Docstring inherited from BaseWmsService.ping.

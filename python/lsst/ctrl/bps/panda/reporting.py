@@ -96,11 +96,14 @@ class PandaJobReport(WmsJobReport):
         Exit code of the last attempt, `None` while it has none.
     task_id : `int` or `None`
         The PanDA (JEDI) task id of the job.
+    error_diag : `str` or `None`
+        PanDA's diagnostic of the last attempt (payload, else pilot).
     """
 
     attempts: int = 0
     exit_code: int | None = None
     task_id: int | None = None
+    error_diag: str | None = None
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -221,7 +224,7 @@ def build_run_reports(
         return _summaries(transport, user, hist)
     try:
         ref = resolve_run(wms_workflow_id)
-        report = run_report(transport, ref, return_exit_codes)
+        report = run_report(transport, ref, return_exit_codes, name_failed_jobs=True)
     except (IDDSRequestError, PandaAuthError, PanDAConfigError) as exc:
         return [], f"Cannot report run '{wms_workflow_id}': {exc}"
     except PanDABpsError as exc:
@@ -231,7 +234,9 @@ def build_run_reports(
     return [report], ""
 
 
-def run_report(transport: IDDSTransport, ref: RunRef, return_exit_codes: bool) -> WmsRunReport | None:
+def run_report(
+    transport: IDDSTransport, ref: RunRef, return_exit_codes: bool, name_failed_jobs: bool = False
+) -> WmsRunReport | None:
     """Build the report of one run.
 
     Parameters
@@ -242,6 +247,10 @@ def run_report(transport: IDDSTransport, ref: RunRef, return_exit_codes: bool) -
         The run.
     return_exit_codes : `bool`
         Fetch per-job detail and real exit codes.
+    name_failed_jobs : `bool`, optional
+        Name each failed job in ``specific_info``: bps job name, label,
+        PanDA job id, exit code, diagnostic and, with ``$PANDAMON_URL``,
+        its PanDA monitor page (fetches the jobs of tasks with failures).
 
     Returns
     -------
@@ -266,12 +275,41 @@ def run_report(transport: IDDSTransport, ref: RunRef, return_exit_codes: bool) -
     report.job_state_counts = _sum_counts(summary.values())
     report.total_number_jobs = sum(report.job_state_counts.values())
     report.exit_code_summary = {label: [] for label, c in summary.items() if not c[_S.FAILED]}
+    failed: list[WmsJobReport] = []
     if return_exit_codes:
         jobs = _job_reports(transport, ref.request_id, tasks)
         report.jobs = jobs
         report.exit_code_summary = _exit_codes(summary, jobs)
+        failed = [job for job in jobs if job.state is _S.FAILED]
+    elif name_failed_jobs and report.job_state_counts[_S.FAILED]:
+        failing = [
+            task for task in tasks if task.row is not None and _num(task.row.get("output_failed_files"))
+        ]
+        failed = [job for job in _job_reports(transport, ref.request_id, failing) if job.state is _S.FAILED]
     report.specific_info = _specific_info(ref.request_id, head, tasks)
+    if name_failed_jobs:
+        _add_failed_jobs(report.specific_info, failed, head)
     return report
+
+
+def _add_failed_jobs(info: WmsSpecificInfo, failed: Iterable[WmsJobReport], head: Mapping[str, Any]) -> None:
+    """Add one message per failed job: name, label, PanDA id, monitor page.
+
+    Each line is its own context field (``failed_job_<n>``): the context of
+    a `WmsSpecificInfo` is shared by all its messages.
+    """
+    monitor = os.environ.get("PANDAMON_URL")
+    local = head.get("locking_thread_name") == LOCAL_SERVICE_THREAD
+    for number, job in enumerate(failed, start=1):
+        exit_code = job.exit_code if isinstance(job, PandaJobReport) else None
+        diag = job.error_diag if isinstance(job, PandaJobReport) else None
+        line = f"Failed job {job.name} ({job.label}): PanDA job id {job.wms_id}, exit code {exit_code}"
+        if diag:
+            line += f"; {diag}"
+        if monitor and not local:
+            line += f"; monitor {monitor.rstrip('/')}/job?pandaid={job.wms_id}"
+        key = f"failed_job_{number}"
+        info.add_message(f"{{{key}}}", **{key: line})
 
 
 def _base_report(ref: RunRef, head: Mapping[str, Any], state: WmsStates) -> WmsRunReport:
@@ -515,6 +553,7 @@ def _job_report(content: Mapping[str, Any], label: str, task_id: object) -> Pand
         attempts=_num(content.get("attempt_nr")),
         exit_code=_exit_code(content) if state is _S.FAILED else _opt_int(content.get("trans_exit_code")),
         task_id=_opt_int(task_id),
+        error_diag=content.get("exe_error_diag") or content.get("pilot_error_diag") or None,
     )
 
 

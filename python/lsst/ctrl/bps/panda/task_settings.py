@@ -289,6 +289,10 @@ class TaskSettings:
     event_service : `WorkEventService` or `None`
         Event-service fields (``es``, ``es_label``, ``max_events_per_job``,
         ``maxwalltime``), if computed.
+    retry_unless_exit : `tuple` [`int`, ...]
+        ``retryUnlessExit``: sent as the work attribute
+        ``retry_unless_exit`` (the local service honours it, PanDA ignores
+        it).
     """
 
     site: str
@@ -305,6 +309,7 @@ class TaskSettings:
     working_group: str | None
     label: LabelSettings
     event_service: WorkEventService | None = None
+    retry_unless_exit: tuple[int, ...] = ()
 
 
 def _endpoint(config: Any) -> str:

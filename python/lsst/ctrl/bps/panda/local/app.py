@@ -34,6 +34,7 @@ from lsst.ctrl.bps.panda.constants import CACHE_DOWNLOAD_PREFIX, CACHE_UPLOAD_PA
 from .auth import AUTH_FAILED_PREFIX, TokenInfo
 from .cache import CacheEndpoint, FileCache
 from .commands import BadIdError, CommandSet
+from .operator_routes import operator_routes
 from .routes import STATUS_PATH
 from .wire import relay_reply
 
@@ -183,4 +184,5 @@ def build_app(commands: CommandSet, token: TokenInfo, on_startup: Callable[[], N
     routes = [Route(RELAY_PATH, relay.handle, methods=["POST"]), Route(STATUS_PATH, status, methods=["GET"])]
     if cache is not None:
         routes += _cache_routes(CacheEndpoint(cache, relay.auth_refusal))
+    routes += operator_routes(commands.store, commands.rows.layout, token)
     return Starlette(routes=routes, lifespan=lifespan)

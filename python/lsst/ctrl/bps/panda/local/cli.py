@@ -2,14 +2,17 @@
 #
 # Licensed under the BSD 3-Clause License; see the LICENSE file at the top of
 # this distribution.
-"""``panda-local start|stop|status|env``: run the local PanDA service.
+"""``panda-local start|stop|status|env|jobs|watch|monitor``: the local
+PanDA service.
 
 Typical use::
 
     panda-local start            # daemon, state in ~/.lsst/panda-local
-    eval "$(panda-local env)"    # PANDA_URL, PANDA_AUTH, ... for panda-client
-    bps submit -s config/bps_local.yaml my_submit.yaml
-    panda-local status
+    eval "$(panda-local env)"    # PANDA_URL, BPS_WMS_SERVICE_CLASS, ...
+    bps submit my_submit.yaml    # including config/bps_local.yaml
+    panda-local watch RUN_ID     # progress until the run ends
+    panda-local jobs RUN_ID --state failed
+    panda-local monitor          # URL of the monitor page
     panda-local stop
 """
 
@@ -217,6 +220,57 @@ def env(state_dir: str, as_json: bool) -> None:
         return
     for key, value in values.items():
         click.echo(f"export {key}={shlex.quote(value)}")
+
+
+def _client(state_dir: str) -> Any:
+    from .operator_client import OperatorError, ServiceClient
+
+    try:
+        return ServiceClient(_layout(state_dir))
+    except OperatorError as exc:
+        raise click.ClickException(str(exc)) from exc
+
+
+@main.command()
+@click.argument("run_id", type=int)
+@_STATE_OPTION
+@click.option("--state", "states", multiple=True, help="Only jobs in this state (e.g. failed); repeatable.")
+@click.option("--label", "labels", multiple=True, help="Only jobs of this pipeline label; repeatable.")
+def jobs(run_id: int, state_dir: str, states: tuple[str, ...], labels: tuple[str, ...]) -> None:
+    """List a run's jobs: label, bps name, state, attempts, exit, stderr."""
+    from .operator_client import OperatorError, format_jobs
+
+    try:
+        rows = _client(state_dir).get(f"/runs/{run_id}/jobs")
+    except OperatorError as exc:
+        raise click.ClickException(str(exc)) from exc
+    for line in format_jobs(rows, states, labels):
+        click.echo(line)
+
+
+@main.command()
+@click.argument("run_id", type=int)
+@_STATE_OPTION
+@click.option("--interval", type=float, default=2.0, show_default=True, help="Seconds between polls.")
+def watch(run_id: int, state_dir: str, interval: float) -> None:
+    """Show progress until the run ends; exit 0 only if it SUCCEEDED."""
+    from .operator_client import OperatorError, watch_run
+
+    client = _client(state_dir)
+    try:
+        code = watch_run(client, run_id, interval, click.echo, bar=sys.stdout.isatty())
+    except OperatorError as exc:
+        raise click.ClickException(str(exc)) from exc
+    except KeyboardInterrupt:
+        code = 130
+    sys.exit(code)
+
+
+@main.command()
+@_STATE_OPTION
+def monitor(state_dir: str) -> None:
+    """Print the URL of the monitor page (it carries the service's token)."""
+    click.echo(_client(state_dir).monitor_url())
 
 
 if __name__ == "__main__":

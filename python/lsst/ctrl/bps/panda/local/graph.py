@@ -15,6 +15,7 @@ __all__ = ["JobState", "Launch", "RunGraph", "TransformState"]
 
 import dataclasses
 import json
+import logging
 import time
 from collections import Counter, deque
 from collections.abc import Callable, Container
@@ -27,6 +28,8 @@ from sqlalchemy import Connection, bindparam, func, select, update
 from .event_service import EventService, stored_event_services
 from .statuses import JOB_TERMINAL, TRANSFORM_TERMINAL, condition_value, request_status, transform_status
 from .store import JOB_COLUMNS, conditions, deps, jobs, requests, transforms
+
+_LOG = logging.getLogger(__name__)
 
 _RUNNABLE = (ContentStatus.Activated, ContentStatus.Failed)
 _RETRYABLE = (ContentStatus.FinalFailed, ContentStatus.Missing, ContentStatus.Cancelled)
@@ -82,6 +85,8 @@ class TransformState:
     gated: bool
     released: bool
     status: TransformStatus
+    retry_unless_exit: frozenset[int] = frozenset()
+    """Exit codes after which a job is not run again (``retryUnlessExit``)."""
     job_ids: list[int] = field(default_factory=list)
     counts: Counter[int] = field(default_factory=Counter)
     event_service: EventService | None = None
@@ -111,6 +116,10 @@ class Launch:
     name: str
     executable: str
     slots: int
+    task_name: str = ""
+    job_name: str = ""
+    """The job's pseudo input name (``name`` is what ``${IN/L}`` becomes:
+    the event name for an event-service payload); names its directory."""
     batch: tuple[Launch, ...] = ()
     """Event service: more payloads run after this one in the same slot
     under the same PanDA id (only the last one frees the slots)."""
@@ -236,6 +245,7 @@ class RunGraph:
                 gated=bool(row["gated"]),
                 released=bool(row["released"]),
                 status=TransformStatus(row["status"]),
+                retry_unless_exit=frozenset(json.loads(row["retry_unless_exit"] or "[]")),
             )
             self.transforms[tf.transform_id] = tf
             req.transforms[tf.internal_id] = tf
@@ -344,8 +354,12 @@ class RunGraph:
                         self._set(child, ContentStatus.Activated, "activated")
                         self.ready.append(child_id)
 
-    def complete(self, job_id: int, panda_id: int, exit_code: int, end_time: float) -> None:
+    def complete(self, job_id: int, panda_id: int, exit_code: int, end_time: float) -> str | None:
         """Record the end of an attempt: success, retry, or final failure.
+
+        An exit code listed in the work's ``retryUnlessExit`` ends the job at
+        once, as ctrl_bps documents that key; any other non-zero code is
+        retried while attempts remain.
 
         Parameters
         ----------
@@ -357,23 +371,36 @@ class RunGraph:
             Exit status of the payload.
         end_time : `float`
             When it ended.
+
+        Returns
+        -------
+        outcome : `str` or `None`
+            ``finished``, ``retry``, ``failed`` (attempts used up) or
+            ``failed-no-retry`` (exit code in ``retryUnlessExit``); `None`
+            for a stale attempt.
         """
         job = self.jobs.get(job_id)
         if job is None or job.panda_id != panda_id or job.status != ContentStatus.Processing:
-            return
+            return None
         job.exit_code = exit_code
         job.end_time = end_time
         if exit_code == 0:
             self._set(job, ContentStatus.Available, "finished")
             self._ended(job)
-            return
+            return "finished"
+        tf = self.transforms[job.transform_id]
         used = job.attempt_nr - job.attempt_base - job.lost_attempts
-        if used < self.transforms[job.transform_id].max_attempt:
+        if exit_code in tf.retry_unless_exit:
+            outcome = "failed-no-retry"
+        elif used < tf.max_attempt:
             self._set(job, ContentStatus.Failed, "failed")
             self.ready.append(job_id)
+            return "retry"
         else:
-            self._set(job, ContentStatus.FinalFailed, "failed")
-            self._ended(job)
+            outcome = "failed"
+        self._set(job, ContentStatus.FinalFailed, "failed")
+        self._ended(job)
+        return outcome
 
     def not_started(self, job_id: int, panda_id: int) -> None:
         """Make a job runnable again after its attempt could not be started.
@@ -464,7 +491,8 @@ class RunGraph:
             last = index == len(payloads) - 1
             launches.append(
                 Launch(payload.job_id, payload.request_id, tf.transform_id, payload.map_id, panda_id,
-                       payload.attempt_nr, name, tf.executable, slots if last else 0)
+                       payload.attempt_nr, name, tf.executable, slots if last else 0, tf.name,
+                       payload.name)
             )  # fmt: skip
         return dataclasses.replace(launches[0], batch=tuple(launches[1:]))
 
@@ -497,6 +525,7 @@ class RunGraph:
                 if job.status not in JOB_TERMINAL:
                     self._set(job, ContentStatus.Cancelled, "cancelled")
         self._dirty_requests.add(request_id)
+        _LOG.info("Request %d aborted: %d running job(s) killed", request_id, len(to_kill))
         return to_kill
 
     def retry(self, conn: Connection, request_id: int) -> bool:
@@ -530,6 +559,8 @@ class RunGraph:
         ]
         if not reset:
             return False
+        _LOG.info("Request %d restarted: %d failed, missing or cancelled job(s) to run again",
+                  request_id, len(reset))  # fmt: skip
         self._reset_jobs(reset)
         for tf in req.transforms.values():
             if tf.gated and tf.released:
@@ -619,6 +650,15 @@ class RunGraph:
         if new != req.status:
             req.status = new
             self._dirty_requests.add(req.request_id)
+            if new in _REQUEST_TERMINAL:
+                _LOG.info("Request %d ended %s: %s", req.request_id, new.name, self._job_counts(req))
+
+    def _job_counts(self, req: RequestState) -> str:
+        counts: Counter[str] = Counter()
+        for tf in req.transforms.values():
+            for status, number in tf.counts.items():
+                counts[ContentStatus(status).name] += number
+        return ", ".join(f"{number} {name}" for name, number in sorted(counts.items()) if number)
 
     # ---------------------------------------------------------------- flush
     def flush(self, conn: Connection) -> None:

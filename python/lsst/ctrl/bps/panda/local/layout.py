@@ -9,7 +9,10 @@ from __future__ import annotations
 __all__ = ["StateLayout", "default_state_dir"]
 
 import os
+import zlib
 from dataclasses import dataclass
+
+from .naming import bps_job_name, safe_component, task_label
 
 STATE_DIR_VARIABLE = "PANDA_LOCAL_STATE"
 """Environment variable naming the default state directory."""
@@ -74,26 +77,28 @@ class StateLayout:
         """Log of the daemonised service."""
         return os.path.join(self.root, "panda-local.log")
 
-    def attempt_dir(self, request_id: int, transform_id: int, map_id: int, attempt_nr: int) -> str:
+    def attempt_dir(self, request_id: int, task_name: str, job_name: str, attempt_nr: int) -> str:
         """Return the working directory of one job attempt.
 
         Parameters
         ----------
         request_id : `int`
             Request id.
-        transform_id : `int`
-            Transform id.
-        map_id : `int`
-            The job's order id in its work.
+        task_name : `str`
+            Name of the job's task (``<run>_<NN>_<label>_<NN>``).
+        job_name : `str`
+            The job's pseudo input name (``<bps job name>+...``).
         attempt_nr : `int`
             Attempt number, from 1.
 
         Returns
         -------
         path : `str`
-            ``<root>/jobs/<request>/<transform>/<map_id>/attempt_<n>``; it
-            holds ``payload.stdout`` and ``payload.stderr``.
+            ``<root>/jobs/<request>/<label>/<bps job name>/attempt_<n>``
+            (the bps name of a quantum holds its label and data id); it
+            holds ``payload.stdout``, ``payload.stderr`` and
+            ``payload.exitcode``.
         """
-        return os.path.join(
-            self.root, "jobs", str(request_id), str(transform_id), str(map_id), f"attempt_{attempt_nr}"
-        )
+        label = safe_component(task_label(task_name), str(request_id))
+        job = safe_component(bps_job_name(job_name), f"{zlib.crc32(job_name.encode()):08x}")
+        return os.path.join(self.root, "jobs", str(request_id), label, job, f"attempt_{attempt_nr}")

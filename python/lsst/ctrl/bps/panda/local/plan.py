@@ -29,6 +29,8 @@ import zlib
 from dataclasses import dataclass, field
 from typing import Any
 
+from lsst.ctrl.bps.panda.constants import RETRY_UNLESS_EXIT_ATTRIBUTE
+
 from .event_service import EventService, event_service_of
 
 _DEFAULT_MAX_ATTEMPT = 5
@@ -65,6 +67,8 @@ class WorkSpec:
     jobs: tuple[JobSpec, ...]
     event_service: EventService | None = None
     """Set for an event-service work (several payloads per PanDA job)."""
+    retry_unless_exit: tuple[int, ...] = ()
+    """Exit codes not worth another attempt (ctrl_bps ``retryUnlessExit``)."""
 
 
 @dataclass(frozen=True)
@@ -131,6 +135,19 @@ def _work_max_attempt(work: Any) -> int:
         if value:
             return int(value)
     return _DEFAULT_MAX_ATTEMPT
+
+
+def _retry_unless_exit(work: Any) -> tuple[int, ...]:
+    value = getattr(work, RETRY_UNLESS_EXIT_ATTRIBUTE, None)
+    if value is None or value == "":
+        return ()
+    values = value if isinstance(value, list | tuple) else [value]
+    try:
+        return tuple(sorted({int(v) for v in values}))
+    except (TypeError, ValueError) as exc:
+        raise PlanError(
+            f"Work {work.task_name}: {RETRY_UNLESS_EXIT_ATTRIBUTE} {value!r} is not exit codes"
+        ) from exc
 
 
 def _dependency_map(work: Any, stored_maps: dict[str, list[dict[str, Any]]]) -> list[dict[str, Any]]:
@@ -203,6 +220,7 @@ def _work_spec(work: Any, gated: bool, stored_maps: dict[str, list[dict[str, Any
         gated=gated,
         jobs=jobs,
         event_service=event_service_of(work, (job.map_id for job in jobs)),
+        retry_unless_exit=_retry_unless_exit(work),
     )
 
 

@@ -244,7 +244,7 @@ class RowBuilder:
         attempt = job["attempt_nr"]
         workdir = None
         if job["panda_id"]:
-            workdir = self.layout.attempt_dir(job["request_id"], tid, job["map_id"], attempt)
+            workdir = self.layout.attempt_dir(job["request_id"], job["task_name"], job["name"], attempt)
         failed = job["exit_code"] not in (None, 0)
         row.update(
             content_id=job["job_id"], transform_id=tid, coll_id=2 * tid, request_id=job["request_id"],

@@ -40,6 +40,7 @@ from lsst.ctrl.bps.panda.constants import IN_PLACEHOLDER
 
 from .graph import JobState, Launch, RunGraph
 from .layout import StateLayout
+from .naming import bps_job_name
 from .store import Store
 
 _LOG = logging.getLogger(__name__)
@@ -237,7 +238,8 @@ class Runner:
         return bool(event.result and event.result[0])
 
     def _recorded_exit(self, job: JobState) -> tuple[int, float] | None:
-        workdir = self.layout.attempt_dir(job.request_id, job.transform_id, job.map_id, job.attempt_nr)
+        task = self.graph.transforms.get(job.transform_id)
+        workdir = self.layout.attempt_dir(job.request_id, task.name if task else "", job.name, job.attempt_nr)
         path = os.path.join(workdir, EXIT_CODE_FILE)
         try:
             with open(path) as stream:
@@ -296,7 +298,10 @@ class Runner:
                 if event.kind in ("ended", "not_started") and launch is not None:
                     self.graph.free += launch.slots
                     if event.kind == "ended":
-                        self.graph.complete(launch.job_id, launch.panda_id, event.exit_code, event.end_time)
+                        outcome = self.graph.complete(
+                            launch.job_id, launch.panda_id, event.exit_code, event.end_time
+                        )
+                        self._log_outcome(launch, event.exit_code, outcome)
                     else:
                         self.graph.not_started(launch.job_id, launch.panda_id)
                 elif event.kind == "load":
@@ -349,6 +354,24 @@ class Runner:
                          fault.failures, time.strftime("%H:%M:%S", time.localtime(fault.since)),
                          error, fault.retry_in)  # fmt: skip
         self._stopping.wait(fault.retry_in)
+
+    def _log_outcome(self, launch: Launch, exit_code: int, outcome: str | None) -> None:
+        """Write one ``panda-local.log`` line for a failed attempt."""
+        if outcome not in ("retry", "failed", "failed-no-retry"):
+            return
+        stderr = os.path.join(self._workdir(launch), "payload.stderr")
+        what = {
+            "retry": "will be retried",
+            "failed": "failed for good (no attempts left)",
+            "failed-no-retry": "failed for good (exit code in retryUnlessExit, not retried)",
+        }[outcome]
+        name = bps_job_name(launch.job_name or launch.name)
+        _LOG.warning("Request %d job %s attempt %d exited %d: %s; stderr %s",
+                     launch.request_id, name, launch.attempt_nr, exit_code, what, stderr)  # fmt: skip
+
+    def _workdir(self, launch: Launch) -> str:
+        name = launch.job_name or launch.name
+        return self.layout.attempt_dir(launch.request_id, launch.task_name, name, launch.attempt_nr)
 
     # ------------------------------------------------------------- processes
     def _signal(self, panda_ids: list[int]) -> None:
@@ -440,9 +463,7 @@ class Runner:
         self._report(_Event("ended", launch=launch, exit_code=exit_code, end_time=end_time))
 
     def _spawn(self, launch: Launch) -> subprocess.Popen:
-        workdir = self.layout.attempt_dir(
-            launch.request_id, launch.transform_id, launch.map_id, launch.attempt_nr
-        )
+        workdir = self._workdir(launch)
         command = launch.executable.replace(IN_PLACEHOLDER, launch.name)
         os.makedirs(workdir, exist_ok=True)
         with (

@@ -46,6 +46,30 @@ DECODER_PATH = os.path.join(
 )
 """This package's decoder, as a file (``config/bps_local.yaml`` runs it)."""
 
+WMS_SERVICE_CLASS = "lsst.ctrl.bps.panda.PanDAService"
+"""``BPS_WMS_SERVICE_CLASS`` given to clients: ``bps report|status|cancel|
+restart|ping`` without a submit file use this plugin."""
+
+PACKAGE_DIR_VARIABLE = "CTRL_BPS_PANDA_DIR"
+"""Directory holding ``config/bps_local.yaml`` (the source checkout)."""
+
+
+def package_dir() -> str | None:
+    """Return the checkout directory holding ``config/bps_local.yaml``.
+
+    Returns
+    -------
+    path : `str` or `None`
+        ``$CTRL_BPS_PANDA_DIR`` when set, else the directory above
+        ``python/lsst`` when it holds ``config/bps_local.yaml`` (a source
+        checkout or editable install), else `None`.
+    """
+    if os.environ.get(PACKAGE_DIR_VARIABLE):
+        return os.environ[PACKAGE_DIR_VARIABLE]
+    here = os.path.dirname(os.path.abspath(__file__))
+    root = os.path.abspath(os.path.join(here, *[os.pardir] * 6))
+    return root if os.path.isfile(os.path.join(root, "config", "bps_local.yaml")) else None
+
 
 class LocalServiceError(RuntimeError):
     """The local service cannot be started, reached or stopped."""
@@ -130,9 +154,11 @@ def client_env(layout: StateLayout, host: str, port: int) -> dict[str, str]:
     env : `dict` [`str`, `str`]
         ``PANDA_URL``, ``PANDA_URL_SSL``, ``PANDACACHE_URL``,
         ``PANDA_BEHIND_REAL_LB``, ``PANDA_CONFIG_ROOT``, ``PANDA_AUTH``,
-        ``PANDA_AUTH_VO``, ``PANDA_VERIFY_HOST``.
+        ``PANDA_AUTH_VO``, ``PANDA_VERIFY_HOST``, ``BPS_WMS_SERVICE_CLASS``
+        and, when found, ``CTRL_BPS_PANDA_DIR`` (see `package_dir`).
     """
     url = base_url(host, port)
+    root = package_dir()
     return {
         "PANDA_URL": url,
         "PANDA_URL_SSL": url,
@@ -142,6 +168,8 @@ def client_env(layout: StateLayout, host: str, port: int) -> dict[str, str]:
         "PANDA_AUTH": "oidc",
         "PANDA_AUTH_VO": DEFAULT_VO,
         "PANDA_VERIFY_HOST": "off",
+        "BPS_WMS_SERVICE_CLASS": WMS_SERVICE_CLASS,
+        **({PACKAGE_DIR_VARIABLE: root} if root else {}),
     }
 
 

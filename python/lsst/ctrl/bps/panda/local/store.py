@@ -78,6 +78,7 @@ transforms = Table(
     Column("released_at", Float),
     Column("updated_at", Float, nullable=False),
     Column("finished_at", Float),
+    Column("retry_unless_exit", Text),
 )
 
 conditions = Table(
@@ -151,6 +152,18 @@ JOB_COLUMNS = (
 """Mutable job columns written by the scheduler."""
 
 
+_ADDED_COLUMNS = (("transforms", "retry_unless_exit", "TEXT"),)
+"""Columns added after the first release: added to older databases."""
+
+
+def _add_missing_columns(engine: Engine) -> None:
+    with engine.begin() as conn:
+        for table, column, sql_type in _ADDED_COLUMNS:
+            present = {row[1] for row in conn.exec_driver_sql(f"PRAGMA table_info({table})")}
+            if column not in present:
+                conn.exec_driver_sql(f"ALTER TABLE {table} ADD COLUMN {column} {sql_type}")
+
+
 DEFAULT_BUSY_TIMEOUT = 30.0
 """Seconds a write waits for a lock held by another connection."""
 
@@ -199,6 +212,7 @@ def _insert_transform(conn: Connection, request_id: int, work: WorkSpec, now: fl
         "executable": work.executable,
         "max_attempt": work.max_attempt,
         "core_count": work.core_count,
+        "retry_unless_exit": json.dumps(list(work.retry_unless_exit)),
         "gated": work.gated,
         "released": not work.gated,
         "status": (TransformStatus.New if work.gated else TransformStatus.Transforming).value,
@@ -228,6 +242,7 @@ class Store:
         )
         event.listen(self.engine, "connect", _pragma_setter(busy_timeout))
         _META.create_all(self.engine)
+        _add_missing_columns(self.engine)
         self._insert_lock = threading.Lock()
 
     @contextmanager

@@ -26,6 +26,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
+from lsst.ctrl.bps.panda.constants import RETRY_UNLESS_EXIT_ATTRIBUTE
+
 from .layout import StateLayout
 from .server import pid_alive, read_service_file
 
@@ -54,6 +56,9 @@ class WorkDef:
     core_count: int = 1
     final_of: tuple[str, ...] = field(default=())
     """Task names whose termination releases this work (its AndCondition)."""
+    retry_unless_exit: tuple[int, ...] = ()
+    """Exit codes ending a job without another attempt (sent as the work
+    attribute the plugin uses)."""
 
 
 def build_workflow(name: str, works: list[WorkDef]) -> Any:
@@ -94,6 +99,8 @@ def build_workflow(name: str, works: list[WorkDef]) -> Any:
             num_retries=spec.max_attempt, core_count=spec.core_count, vo="Rubin",
             encode_command_line=False, prodSourceLabel="managed", task_type="test",
         )  # fmt: skip
+        if spec.retry_unless_exit:
+            setattr(work, RETRY_UNLESS_EXIT_ATTRIBUTE, list(spec.retry_unless_exit))
         built[spec.task_name] = work
         workflow.add_work(work)
     for spec in works:
