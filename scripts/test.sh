@@ -15,6 +15,12 @@ lint_dirs=(python tests bench)
 "$venv/bin/ruff" format --check "${lint_dirs[@]}"
 "$venv/bin/ruff" check "${lint_dirs[@]}"
 "$venv/bin/mypy"
+# The monitor page's browser test needs Debian's chromium: installed when missing, and then required
+# (PANDA_BROWSER_REQUIRED=0 lets the test skip without it).
+export PANDA_BROWSER_REQUIRED=${PANDA_BROWSER_REQUIRED:-1}
+if [ "$PANDA_BROWSER_REQUIRED" = 1 ]; then
+    bash scripts/browser-prereqs.sh
+fi
 "$venv/bin/python" -m pytest -p no:cacheprovider tests "$@"
 if [ "${REALSTACK_SKIP:-0}" != 1 ]; then
     # Missing prerequisites (PostgreSQL server binaries) are installed, and fail the tier

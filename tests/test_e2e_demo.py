@@ -218,3 +218,51 @@ def test_failing_quantum_is_retried_and_final_job_still_runs(demo: tuple[Path, d
         env,
         work,
     )
+
+
+def _walkthrough() -> str:
+    """The README walkthrough's bash block, as written."""
+    text = (ROOT / "README.md").read_text()
+    marker = text.index("<!-- walkthrough")
+    block = re.search(r"```bash\n(.*?)```", text[marker:], re.DOTALL)
+    assert block, "README walkthrough block not found"
+    return block.group(1)
+
+
+def test_readme_walkthrough_fail_find_fix_restart_succeed(tmp_path: Path) -> None:
+    """Run the README walkthrough literally, in a fresh home directory."""
+    home = tmp_path / "home"
+    home.mkdir()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PANDA_", "BPS_", "CTRL_BPS_PANDA"))}
+    env.update(HOME=str(home), PATH=f"{BIN}{os.pathsep}{env.get('PATH', '')}", PANDA_BEHIND_REAL_LB="1")
+    script = "set -euo pipefail\n" + _walkthrough()
+    try:
+        proc = subprocess.run(
+            ["bash", "-c", script], cwd=ROOT, env=env, capture_output=True, text=True, timeout=840
+        )
+    finally:
+        state = home / ".lsst" / "panda-local"
+        subprocess.run([str(BIN / "panda-local"), "stop", "--state-dir", str(state)], env=env, timeout=120)
+    out = proc.stdout
+    assert proc.returncode == 0, f"{out}\n{proc.stderr}"
+    run_id = re.search(r"^run (\d+) failed$", out, re.MULTILINE)
+    assert run_id, out
+    run = run_id.group(1)
+    # watch ends with the failure; report names the failed job's PanDA id.
+    assert re.search(rf"^run {run} ended SubFinished \(1 failed job\(s\)\)", out, re.MULTILINE), out
+    assert re.search(r"^Failed job \S+_add2_2 \(add2\): PanDA job id \d+, exit code 1", out, re.MULTILINE), (
+        out
+    )
+    # jobs --state failed: the failed quantum only, run once (retryUnlessExit).
+    failed = [line.split("\t") for line in out.splitlines() if "\tFAILED\t" in line]
+    assert len({row[1] for row in failed}) == 1 and failed[0][0] == "add2", failed
+    assert failed[0][1].endswith("_add2_2") and failed[0][3:5] == ["1", "1"], failed
+    assert f"/jobs/{run}/add2/{failed[0][1]}/attempt_1/payload.stderr" in failed[0][5]
+    assert "ValueError: Detector 2 has no usable gain" in out, out
+    lines = out.splitlines()
+    assert lines.index(f"run {run} SUCCEEDED") > lines.index(f"run {run} failed"), out
+    log = (home / ".lsst" / "panda-local" / "panda-local.log").read_text()
+    assert f"Request {run} restarted" in log and f"Request {run} ended Finished" in log
+    repo = home / "panda-demo" / "repo"
+    _run([sys.executable, str(DEMO / "check_outputs.py"), str(repo), "--collection", "u/demo/demo_fail",
+          "--detectors", str(DETECTORS)], env, tmp_path)  # fmt: skip

@@ -51,24 +51,21 @@ WMS_SERVICE_CLASS = "lsst.ctrl.bps.panda.PanDAService"
 restart|ping`` without a submit file use this plugin."""
 
 PACKAGE_DIR_VARIABLE = "CTRL_BPS_PANDA_DIR"
-"""Directory holding ``config/bps_local.yaml`` (the source checkout)."""
+"""Directory whose ``config/`` holds the site overlays (``bps_local.yaml``)."""
 
 
-def package_dir() -> str | None:
-    """Return the checkout directory holding ``config/bps_local.yaml``.
+def package_dir() -> str:
+    """Return the value of ``CTRL_BPS_PANDA_DIR`` for clients.
 
     Returns
     -------
-    path : `str` or `None`
-        ``$CTRL_BPS_PANDA_DIR`` when set, else the directory above
-        ``python/lsst`` when it holds ``config/bps_local.yaml`` (a source
-        checkout or editable install), else `None`.
+    path : `str`
+        ``$CTRL_BPS_PANDA_DIR`` when set, else this installed package's
+        directory, as ``ctrl_bps_panda_dir`` prints it (its ``config/``
+        holds ``bps_local.yaml``).
     """
-    if os.environ.get(PACKAGE_DIR_VARIABLE):
-        return os.environ[PACKAGE_DIR_VARIABLE]
-    here = os.path.dirname(os.path.abspath(__file__))
-    root = os.path.abspath(os.path.join(here, *[os.pardir] * 6))
-    return root if os.path.isfile(os.path.join(root, "config", "bps_local.yaml")) else None
+    here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    return os.environ.get(PACKAGE_DIR_VARIABLE) or here
 
 
 class LocalServiceError(RuntimeError):
@@ -155,10 +152,9 @@ def client_env(layout: StateLayout, host: str, port: int) -> dict[str, str]:
         ``PANDA_URL``, ``PANDA_URL_SSL``, ``PANDACACHE_URL``,
         ``PANDA_BEHIND_REAL_LB``, ``PANDA_CONFIG_ROOT``, ``PANDA_AUTH``,
         ``PANDA_AUTH_VO``, ``PANDA_VERIFY_HOST``, ``BPS_WMS_SERVICE_CLASS``
-        and, when found, ``CTRL_BPS_PANDA_DIR`` (see `package_dir`).
+        and ``CTRL_BPS_PANDA_DIR`` (see `package_dir`).
     """
     url = base_url(host, port)
-    root = package_dir()
     return {
         "PANDA_URL": url,
         "PANDA_URL_SSL": url,
@@ -169,7 +165,7 @@ def client_env(layout: StateLayout, host: str, port: int) -> dict[str, str]:
         "PANDA_AUTH_VO": DEFAULT_VO,
         "PANDA_VERIFY_HOST": "off",
         "BPS_WMS_SERVICE_CLASS": WMS_SERVICE_CLASS,
-        **({PACKAGE_DIR_VARIABLE: root} if root else {}),
+        PACKAGE_DIR_VARIABLE: package_dir(),
     }
 
 
