@@ -541,6 +541,25 @@ def test_summary_without_id_lists_active_and_recent_runs_of_the_user(tmp_path):
     assert all(r.total_number_jobs is not None and r.job_state_counts for r in reports)
 
 
+def test_user_filter_matches_the_operator_column(tmp_path):
+    """``bps report --user X`` lists the runs whose OPERATOR column shows X
+    (the submit record's operator), as well as those of iDDS user X."""
+    from lsst.ctrl.bps.report import display_report
+
+    fake = FakeIDDSServer(username="token-user")
+    rid = fake.add_run("demo_run", {"demo_run_01_a_01": 1})
+    make_record(tmp_path, "demo_run", {"demo_run_01_a_01": ("a", 1)}, run_id=rid, operator="demo")
+    plain = fake.add_run("plain", {"plain_01_a_01": 1})
+    for user, expected in (("demo", [rid]), ("DEMO", [rid]), ("token-user", [rid, plain]), ("x", [])):
+        reports, message = build_run_reports(fake, None, user, 30, False)
+        assert message == "" and sorted(int(r.wms_id) for r in reports) == expected, user
+    reports, _ = build_run_reports(fake, None, "demo", 30, False)
+    out = io.StringIO()
+    display_report(reports, [], file=out)
+    row = next(line for line in out.getvalue().splitlines() if f" {rid} " in line)
+    assert " demo " in row
+
+
 def test_summary_errors(three_label):
     fake, rid, _ = three_label
     fake.fail_next("get_requests", PanDAUnreachableError("get_requests", None, "Connection refused"))

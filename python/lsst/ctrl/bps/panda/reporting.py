@@ -617,10 +617,13 @@ def _summaries(transport: IDDSTransport, user: str | None, hist: float) -> tuple
     messages: list[str] = []
     for row in rows:
         request_id = _opt_int(row.get("request_id"))
-        if request_id is None or not _owned(row, user) or not _recent(row, cutoff):
+        if request_id is None or not _recent(row, cutoff):
+            continue
+        record = _indexed_record(request_id)
+        if not _owned(row, record, user):
             continue
         try:
-            ref = RunRef(str(request_id), request_id, _indexed_record(request_id))
+            ref = RunRef(str(request_id), request_id, record)
             report = run_report(transport, ref, False)
         except PanDABpsError as exc:
             messages.append(f"Run {request_id}: {exc}")
@@ -630,11 +633,17 @@ def _summaries(transport: IDDSTransport, user: str | None, hist: float) -> tuple
     return reports, "\n".join(messages)
 
 
-def _owned(row: Mapping[str, Any], user: str | None) -> bool:
-    """Whether a request belongs to ``user`` (any user when `None`)."""
+def _owned(row: Mapping[str, Any], record: SubmitRecord | None, user: str | None) -> bool:
+    """Whether a request belongs to ``user`` (any user when `None`).
+
+    ``user`` matches the OPERATOR column ``bps report`` shows (the submit
+    record's ``operator``) or the request's iDDS user name (the token's).
+    """
     if not user:
         return True
-    return str(row.get("username") or "").casefold() == user.casefold()
+    operator = record.extra.get("operator") if record is not None else None
+    names = {str(row.get("username") or "").casefold(), str(operator or "").casefold()}
+    return user.casefold() in names - {""}
 
 
 def _recent(row: Mapping[str, Any], cutoff: datetime.datetime) -> bool:
