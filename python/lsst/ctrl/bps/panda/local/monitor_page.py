@@ -17,7 +17,8 @@ import html
 import time
 from collections.abc import Iterable
 
-from .overview import STATE_ORDER, JobLine, RunSummary, TaskSummary
+from .naming import STATE_ORDER
+from .overview import JobLine, RunSummary, TaskSummary
 
 REFRESH_SECONDS = 5
 """Refresh interval of pages showing an active run."""

@@ -13,9 +13,12 @@ from them. Names of other clients fall back to the whole name.
 
 from __future__ import annotations
 
-__all__ = ["bps_job_name", "safe_component", "task_label"]
+__all__ = ["STATE_ORDER", "bps_job_name", "safe_component", "task_label"]
 
 import re
+
+STATE_ORDER = ("SUCCEEDED", "FAILED", "RUNNING", "READY", "UNREADY", "PRUNED", "DELETED")
+"""Job state names as ``bps report`` prints them, in display order."""
 
 _TASK_NAME = re.compile(r"^(?P<run>.+?)_\d{2,}_(?P<label>.+)_\d{2,}$")
 _UNSAFE = re.compile(r"[^A-Za-z0-9._=+-]")

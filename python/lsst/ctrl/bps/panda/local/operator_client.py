@@ -22,8 +22,8 @@ from typing import Any
 
 from .auth import read_token
 from .layout import StateLayout
-from .operator_routes import API_PATH, MONITOR_PATH
-from .overview import STATE_ORDER
+from .naming import STATE_ORDER
+from .routes import API_PATH, MONITOR_PATH
 from .server import read_service_file
 
 _BAR_WIDTH = 30

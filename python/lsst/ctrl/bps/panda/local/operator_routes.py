@@ -17,7 +17,7 @@ same page without it and sets an HTTP-only cookie holding the token.
 
 from __future__ import annotations
 
-__all__ = ["API_PATH", "MONITOR_PATH", "TOKEN_COOKIE", "operator_routes"]
+__all__ = ["operator_routes"]
 
 import dataclasses
 import secrets
@@ -33,16 +33,8 @@ from .auth import AUTH_FAILED_PREFIX, TokenInfo
 from .layout import StateLayout
 from .monitor_page import render_run, render_runs
 from .overview import job_lines, run_summaries, stderr_tail, task_summaries
+from .routes import API_PATH, MONITOR_PATH, TOKEN_COOKIE
 from .store import Store
-
-API_PATH = "/panda-local/api"
-"""Prefix of the JSON routes."""
-
-MONITOR_PATH = "/panda-local/monitor"
-"""The monitor page."""
-
-TOKEN_COOKIE = "panda_local_token"
-"""Cookie set for a browser that opened the monitor URL with its token."""
 
 _STDERR_LINES = 20
 

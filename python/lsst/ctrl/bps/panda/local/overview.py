@@ -33,7 +33,7 @@ from idds.common.constants import ContentStatus, RequestStatus
 from sqlalchemy import Connection, func, select
 
 from .layout import StateLayout
-from .naming import bps_job_name, task_label
+from .naming import STATE_ORDER, bps_job_name, task_label
 from .store import jobs, requests, transforms
 
 JOB_STATES = {
@@ -49,9 +49,6 @@ JOB_STATES = {
 """Job status -> the state name ``bps report`` uses (a failed attempt
 waiting for its retry is READY; a job skipped after a failed parent is
 PRUNED)."""
-
-STATE_ORDER = ("SUCCEEDED", "FAILED", "RUNNING", "READY", "UNREADY", "PRUNED", "DELETED")
-"""Order of states in counts."""
 
 ACTIVE_RUN_STATUSES = frozenset({"New", "Ready", "Transforming", "ToCancel", "Cancelling"})
 """Request statuses of a run that has not ended."""
