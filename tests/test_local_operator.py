@@ -12,6 +12,7 @@ One daemon per module on a free loopback port; every command runs as the
 from __future__ import annotations
 
 import os
+import pty
 import shlex
 import subprocess
 import sys
@@ -170,6 +171,28 @@ def test_watch_of_a_failed_run_exits_1(service: LocalService, failed_run: int) -
     assert proc.returncode == 1
     assert "SUCCEEDED 4, FAILED 2" in proc.stdout
     assert f"panda-local jobs {failed_run} --state failed" in proc.stdout
+
+
+def test_watch_draws_a_bar_on_a_terminal(service: LocalService, failed_run: int) -> None:
+    master, slave = pty.openpty()
+    try:
+        argv = [PANDA_LOCAL, "watch", str(failed_run), "--state-dir", service.layout.root]
+        proc = subprocess.run(argv, stdout=slave, stderr=subprocess.PIPE, timeout=120)
+    finally:
+        os.close(slave)
+    chunks = []
+    while True:
+        try:
+            data = os.read(master, 65536)
+        except OSError:  # EIO once the terminal's other side is closed and drained
+            break
+        if not data:
+            break
+        chunks.append(data)
+    os.close(master)
+    out = b"".join(chunks).decode()
+    assert proc.returncode == 1
+    assert f"run {failed_run} SubFinished" in out and f"[{'#' * 30}] 6/6 SUCCEEDED 4, FAILED 2" in out, out
 
 
 def test_log_has_a_line_per_failure_retry_abort_restart_and_end(

@@ -305,7 +305,7 @@ def _add_failed_jobs(info: WmsSpecificInfo, failed: Iterable[WmsJobReport], head
         diag = job.error_diag if isinstance(job, PandaJobReport) else None
         line = f"Failed job {job.name} ({job.label}): PanDA job id {job.wms_id}, exit code {exit_code}"
         if diag:
-            line += f"; {diag}"
+            line += f"; {diag.removeprefix(f'exit code {exit_code}; ')}"
         if monitor and not local:
             line += f"; monitor {monitor.rstrip('/')}/job?pandaid={job.wms_id}"
         key = f"failed_job_{number}"
