@@ -97,18 +97,18 @@ def test_event_service_label_runs_payloads_per_panda_job(request: pytest.Fixture
 def test_failed_payload_retried_without_rerunning_siblings(request: pytest.FixtureRequest) -> None:
     work, env = request.getfixturevalue("demo")
     retries = 2
-    # add2 for detector FAILED_DETECTOR raises (bps_fail.yaml, whose mocked
-    # tasks are labelled _mock_<label>); add1 and add2 run as event-service
-    # payloads, 3 per PanDA job.
+    # add2 for detector FAILED_DETECTOR fails (bps_fail.yaml: its gain is
+    # missing); add1 and add2 run as event-service payloads, 3 per PanDA job.
+    # retryUnlessExit emptied: the failed payload's exit code 1 is retried.
     (work / "bps_es_fail.yaml").write_text(
         "includeConfigs:\n  - bps_fail.yaml\npayload:\n  payloadName: demo_es_fail\n"
-        f'numberOfRetries: {retries}\nenableEventService: "_mock_add1:3,_mock_add2:3"\n'
+        f'numberOfRetries: {retries}\nretryUnlessExit: []\nenableEventService: "add1:3,add2:3"\n'
     )
     run_id, status = _submit_and_wait(work, env, "bps_es_fail.yaml")
     facts = _inspect(work, env, run_id)
     assert status == 1, facts
     assert facts["state"] == "FAILED"
-    add1, add2 = _of_label(facts, "_mock_add1"), _of_label(facts, "_mock_add2")
+    add1, add2 = _of_label(facts, "add1"), _of_label(facts, "add2")
     assert len({p["panda_id"] for p in add1}) == 1, add1  # all of add1 in one PanDA job
     assert all(p["status"] == "finished" and p["attempt"] == 1 for p in add1), add1
     failed = [p for p in add2 if p["status"] == "failed"]
@@ -119,7 +119,7 @@ def test_failed_payload_retried_without_rerunning_siblings(request: pytest.Fixtu
     assert all(p["status"] == "finished" and p["attempt"] == 1 for p in siblings), add2
     with_retry = [p for p in facts["payloads"] if p["panda_id"] == failed[0]["panda_id"]]
     assert all(p["attempt"] == 1 for p in with_retry if p is not failed[0]), with_retry
-    assert facts["summary"]["_mock_add2"] == {"SUCCEEDED": DETECTORS - 1, "FAILED": 1}
+    assert facts["summary"]["add2"] == {"SUCCEEDED": DETECTORS - 1, "FAILED": 1}
     _run(
         [sys.executable, str(DEMO / "check_outputs.py"), env["REPO"], "--collection", "u/demo/demo_es_fail",
          "--detectors", str(DETECTORS), "--failed-detector", str(FAILED_DETECTOR)],
