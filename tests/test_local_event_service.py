@@ -20,6 +20,7 @@ from typing import Any
 
 import pytest
 
+from lsst.ctrl.bps.panda.local.event_service import SCAN_FACTOR, EventService
 from lsst.ctrl.bps.panda.local.testing import JobDef, LocalService, RelayClient, WorkDef, build_workflow
 
 pytestmark = pytest.mark.timeout(180)
@@ -163,3 +164,18 @@ def test_kill_9_mid_event_service_job(tmp_path: Path) -> None:
     assert starts.count("a:eventservice_0^3") == 1  # never started before the crash
     assert jobs["a:orderIdMap_1"]["panda_id"] == jobs["a:orderIdMap_2"]["panda_id"]
     assert jobs["a:orderIdMap_0"]["panda_id"] != jobs["a:orderIdMap_1"]["panda_id"]
+
+
+def test_siblings_are_the_ready_payloads_of_the_same_file() -> None:
+    es = EventService("a", 3, 10)  # files: order ids 10-12, 13-15, ...
+    work = {1: 10, 2: 11, 3: 12, 4: 13, 5: 14, 6: None}  # job id -> order id (6: other work)
+    ready = [6, 4, 2, 2, 5, 3, 1]
+    assert es.siblings(1, ready, work.get, 3) == [2, 3]
+    assert es.siblings(4, ready, work.get, 3) == [5]
+    assert es.siblings(4, ready, work.get, 1) == []
+    assert (es.group(13), es.event_name(14), es.content_fields(14)) == (
+        1, "a:eventservice_13^2", {"path": "a:eventservice_13", "sub_map_id": 1},
+    )  # fmt: skip
+    # The search stops after SCAN_FACTOR * N candidates.
+    far = [6] * (SCAN_FACTOR * 3) + [2]
+    assert es.siblings(1, far, work.get, 3) == []

@@ -21,13 +21,20 @@ retried alone, in a later PanDA job, and its successful siblings never rerun.
 
 from __future__ import annotations
 
-__all__ = ["EventService", "event_service_of", "stored_event_services"]
+__all__ = ["SCAN_FACTOR", "EventService", "event_service_of", "stored_event_services"]
 
+import itertools
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import Connection, select
+
+SCAN_FACTOR = 8
+"""A PanDA job looks for its siblings among the next ``SCAN_FACTOR * N``
+ready payloads only, so launching stays O(N) however long the ready queue
+is (payloads of one file are released together, and so queued together,
+unless their parents end in another order)."""
 
 
 @dataclass(frozen=True)
@@ -117,7 +124,8 @@ class EventService:
         Returns
         -------
         siblings : `list` [`int`]
-            Up to ``limit - 1`` other payloads of ``first``'s file, each once.
+            Up to ``limit - 1`` other payloads of ``first``'s file, each once,
+            among the first ``SCAN_FACTOR * limit`` candidates.
         """
         first_map_id = order_id(first)
         if first_map_id is None or limit < 2:
@@ -125,7 +133,7 @@ class EventService:
         group = self.group(first_map_id)
         found: list[int] = []
         seen = {first}
-        for candidate in candidates:
+        for candidate in itertools.islice(candidates, SCAN_FACTOR * limit):
             if candidate in seen:
                 continue
             map_id = order_id(candidate)
