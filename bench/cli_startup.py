@@ -11,9 +11,12 @@ Python) and, for comparison, as ``python -m lsst.ctrl.bps.panda.local.cli``
 ``__init__``). Prints one JSON line per command and form: median, min and max
 seconds over ``--repeat`` runs.
 
+With ``--start N`` it also times N ``panda-local start`` runs (until the
+service answers) on new state directories.
+
 Usage::
 
-    .venv/bin/python bench/cli_startup.py [--repeat 7] [status env ...]
+    .venv/bin/python bench/cli_startup.py [--repeat 7] [--start 3] [status ...]
 """
 
 from __future__ import annotations
@@ -64,23 +67,53 @@ def time_command(argv: list[str], repeat: int) -> list[float]:
     return times
 
 
+def time_start(repeat: int) -> list[float]:
+    """Time ``panda-local start`` (until it answers) on new state dirs.
+
+    Parameters
+    ----------
+    repeat : `int`
+        Number of start/stop cycles; only the starts are timed.
+
+    Returns
+    -------
+    seconds : `list` [`float`]
+        Wall time of each start.
+    """
+    script = _forms()["console script"][0]
+    times = []
+    for _ in range(repeat):
+        with tempfile.TemporaryDirectory(prefix="cli-startup-") as state:
+            common = ["--state-dir", state]
+            times.extend(time_command([script, "start", "--port", "0", "--workers", "1", *common], 1))
+            time_command([script, "stop", *common], 1)
+    return times
+
+
+def _print(command: str, form: str, times: list[float]) -> None:
+    print(json.dumps({
+        "command": f"panda-local {command}", "form": form, "repeat": len(times),
+        "median_s": round(statistics.median(times), 3),
+        "min_s": round(min(times), 3), "max_s": round(max(times), 3),
+    }), flush=True)  # fmt: skip
+
+
 def main() -> None:
     """Time the commands and print the results."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("commands", nargs="*", default=["status", "env"])
     parser.add_argument("--repeat", type=int, default=7)
+    parser.add_argument("--start", type=int, default=0, help="Also time this many start/stop cycles.")
     args = parser.parse_args()
+    if args.start:
+        _print("start", "console script", time_start(args.start))
     with tempfile.TemporaryDirectory(prefix="cli-startup-") as state:
         service = LocalService(state, workers=1).start()
         try:
             for command in args.commands:
                 for form, prefix in _forms().items():
                     times = time_command([*prefix, *command.split(), "--state-dir", state], args.repeat)
-                    print(json.dumps({
-                        "command": f"panda-local {command}", "form": form, "repeat": args.repeat,
-                        "median_s": round(statistics.median(times), 3),
-                        "min_s": round(min(times), 3), "max_s": round(max(times), 3),
-                    }), flush=True)  # fmt: skip
+                    _print(command, form, times)
         finally:
             service.stop()
 

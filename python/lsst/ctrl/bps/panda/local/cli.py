@@ -20,6 +20,7 @@ from __future__ import annotations
 
 __all__ = ["main"]
 
+import importlib.util
 import json
 import logging
 import os
@@ -37,6 +38,9 @@ from .layout import StateLayout, default_state_dir
 from .pidfile import ServiceProcess, release_pid_file
 from .server import LocalServiceError, ServiceConfig, check_loopback, client_env, read_service_file, serve
 from .state_dir import StateDirError, check_token_file, prepare_state_dir
+
+ENTRY_MODULE = "panda_local_entry"
+"""Module of the ``panda-local`` console script (defers ``lsst.ctrl.bps``)."""
 
 _STATE_OPTION = click.option(
     "--state-dir",
@@ -109,11 +113,19 @@ def start(  # noqa: PLR0913 - click passes one argument per option
     click.echo(f"panda-local up at {info['url']} (pid {info['pid']}, state {layout.root})")
 
 
+def _service_module() -> str:
+    # Through the console script's entry module when it is installed: the
+    # service then never imports ctrl_bps and the butler (seconds at start).
+    if importlib.util.find_spec(ENTRY_MODULE) is not None:
+        return ENTRY_MODULE
+    return "lsst.ctrl.bps.panda.local.cli"
+
+
 def _daemonise(layout: StateLayout, config: ServiceConfig, timeout: float) -> dict[str, Any]:
     running = _running_info(layout)
     if running is not None:
         raise LocalServiceError(f"Already running at {running['url']} (pid {running['pid']})")
-    argv = [sys.executable, "-m", "lsst.ctrl.bps.panda.local.cli", "start", "--foreground",
+    argv = [sys.executable, "-m", _service_module(), "start", "--foreground",
             "--state-dir", layout.root, "--host", config.host, "--workers", str(config.workers),
             "--db-timeout", str(config.db_timeout)]  # fmt: skip
     if config.port is not None:

@@ -17,7 +17,7 @@ __all__ = ["ServiceProcess", "claim_pid_file", "pid_alive", "process_start_time"
 import os
 from dataclasses import dataclass
 
-_SERVICE_MODULE = b"lsst.ctrl.bps.panda.local"
+_SERVICE_MODULES = (b"lsst.ctrl.bps.panda.local", b"panda_local_entry")
 
 
 def _stat_fields(pid: int) -> list[str] | None:
@@ -113,7 +113,8 @@ class ServiceProcess:
             return process_start_time(self.pid) == self.start_time
         try:
             with open(f"/proc/{self.pid}/cmdline", "rb") as stream:
-                return _SERVICE_MODULE in stream.read()
+                command_line = stream.read()
+            return any(module in command_line for module in _SERVICE_MODULES)
         except OSError:
             return False
 
