@@ -126,3 +126,22 @@ def test_failed_payload_retried_without_rerunning_siblings(request: pytest.Fixtu
         env,
         work,
     )  # fmt: skip
+    # Fix the gain, `bps restart`: only the failed payload (and its pruned
+    # child, and the final job) runs again; its siblings keep their attempt.
+    gains = Path(env["REPO"]) / "detector_gains.txt"
+    gains.write_text(gains.read_text().replace(f"{FAILED_DETECTOR} n/a", f"{FAILED_DETECTOR} 1.0"))
+    _run([str(BIN / "bps"), "restart", "--id", run_id], env, work)
+    _run(
+        [sys.executable, str(DEMO / "wait_run.py"), run_id, "--timeout", "600", "--interval", "1"],
+        env,
+        work,
+        timeout=700,
+    )
+    after = _inspect(work, env, run_id)
+    assert after["state"] == "SUCCEEDED", after
+    add1, add2 = _of_label(after, "add1"), _of_label(after, "add2")
+    assert all(p["status"] == "finished" and p["attempt"] == 1 for p in add1), add1
+    by_name = {p["name"]: p for p in add2}
+    assert by_name[failed[0]["name"]]["attempt"] == retries + 1
+    assert all(by_name[p["name"]]["attempt"] == 1 for p in siblings), add2
+    assert after["summary"]["add2"] == {"SUCCEEDED": DETECTORS}
