@@ -707,6 +707,55 @@ class PanDARelayTransport:
         """
         return self._control("retry", request_id)
 
+    def submit_build(self, workflow: Any) -> int:
+        """Submit a remote-build workflow (``submit_build``; never retried).
+
+        Parameters
+        ----------
+        workflow : `idds.workflowv2.workflow.Workflow`
+            The build workflow (one ``build_task`` work).
+
+        Returns
+        -------
+        request_id : `int`
+            The build request's id; the built workflow joins this request.
+
+        Raises
+        ------
+        IDDSRequestError
+            If refused or the reply holds no request id.
+        """
+        kwargs = {"workflow": workflow, "username": None, "use_dataset_name": False}
+        result = self._call("submit_build", kwargs)
+        if not isinstance(result, int) or isinstance(result, bool) or result <= 0:
+            raise IDDSRequestError("submit_build", None, f"no request id: {_truncate(result)}")
+        return result
+
+    def update_build_request(self, request_id: int, signature: str, workflow: Any) -> Any:
+        """Send the workflow built by a build job into its build request.
+
+        Parameters
+        ----------
+        request_id : `int`
+            ``IDDS_BUILD_REQUEST_ID`` of the build job.
+        signature : `str`
+            ``IDDS_BUIL_SIGNATURE`` of the build job.
+        workflow : `idds.workflowv2.workflow.Workflow`
+            The built workflow.
+
+        Returns
+        -------
+        result : `typing.Any`
+            The server's answer.
+
+        Raises
+        ------
+        IDDSRequestError
+            If refused (unknown request, bad signature, invalid workflow).
+        """
+        kwargs = {"request_id": request_id, "signature": signature, "workflow": workflow}
+        return self._call("update_build_request", kwargs, request_id)
+
     def put_cache_file(self, path: str) -> str:
         """Upload a file to the PanDA cache with panda-client's ``putFile``.
 

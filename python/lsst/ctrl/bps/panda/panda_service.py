@@ -26,6 +26,7 @@ from .constants import DEFAULTS_URI
 from .exceptions import PanDABpsError, PanDAConfigError, SubmissionCheckError
 from .idds_transport import IDDSTransport, transport_from_config
 from .panda_workflow import PandaBpsWmsWorkflow
+from .remote_build import submit_remote_build
 from .reporting import build_run_reports
 from .staging import stage_files
 
@@ -82,9 +83,14 @@ class PanDAService(BaseWmsService):
     def submit(self, workflow: BaseWmsWorkflow, **kwargs: Any) -> BaseWmsWorkflow:
         # Docstring inherited from BaseWmsService.submit.
         if workflow is None:  # ctrl_bps's remote-build path: nothing was prepared here
-            raise PanDAConfigError(
-                "remoteBuild.enabled", "remote build is not supported by this plugin; prepare locally"
-            )
+            if not kwargs.get("remote_build") or kwargs.get("config") is None:
+                raise PanDAConfigError(
+                    "remoteBuild.enabled", "submit got no workflow and no remote-build section to build one"
+                )
+            return submit_remote_build(
+                self.transport, kwargs["config"], kwargs["remote_build"], kwargs.get("config_file") or "",
+                kwargs.get("compute_site"),
+            )  # fmt: skip
         if not isinstance(workflow, PandaBpsWmsWorkflow):
             raise PanDABpsError(
                 f"submit needs a workflow made by PanDAService.prepare, not {type(workflow).__name__}"

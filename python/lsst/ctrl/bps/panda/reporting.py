@@ -50,6 +50,7 @@ from idds.common.constants import RequestStatus
 from lsst.ctrl.bps import WmsJobReport, WmsRunReport, WmsSpecificInfo, WmsStates
 
 from .exceptions import IDDSRequestError, PandaAuthError, PanDABpsError, PanDAConfigError
+from .remote_build import BUILD_LABEL
 from .status_mapping import content_state, enum_name, job_state, request_state, transform_state
 from .submit_record import SubmitRecord, find_submit_dir
 
@@ -231,7 +232,47 @@ def build_run_reports(
         return [], str(exc)
     if report is None:
         return [], f"No run found for id '{wms_workflow_id}' (iDDS request {ref.request_id} is unknown)"
+    build_counts = (report.job_summary or {}).get(BUILD_LABEL, {})
+    if build_counts.get(_S.FAILED):
+        return [report], remote_build_failure(transport, ref.request_id)
     return [report], ""
+
+
+def remote_build_failure(transport: IDDSTransport, request_id: int, lines: int = 20) -> str:
+    """Describe a failed remote build: diagnostics and the log's last lines.
+
+    Parameters
+    ----------
+    transport : `IDDSTransport`
+        How to reach iDDS.
+    request_id : `int`
+        The build request.
+    lines : `int`, optional
+        How many last lines of the build job's log to show (when the log is
+        readable from here, as on the local service).
+
+    Returns
+    -------
+    message : `str`
+        ``Remote build failed ...`` with the log's last lines, or empty.
+    """
+    rows = [row for row in _task_rows(transport.get_requests(request_id, with_detail=True))
+            if _row_task_name(row) == BUILD_LABEL]  # fmt: skip
+    if not rows:
+        return ""
+    groups = transport.get_contents_output_ext(request_id, _opt_int(rows[0].get("transform_workload_id")))
+    parts = []
+    for content in _task_contents(groups, rows[0].get("transform_id")):
+        diag = str(content.get("exe_error_diag") or content.get("pilot_error_diag") or "")
+        if content.get("job_status") != "failed" and not diag:
+            continue
+        parts.append(f"Remote build failed (PanDA job {content.get('panda_id')}): {diag}")
+        match = re.search(r"see (\S+)", diag)
+        if match and os.path.isfile(match.group(1)):
+            with open(match.group(1), errors="replace") as stream:
+                tail = stream.read().splitlines()[-lines:]
+            parts.append(f"Last lines of {match.group(1)}:\n" + "\n".join(tail))
+    return "\n".join(parts)
 
 
 def run_report(

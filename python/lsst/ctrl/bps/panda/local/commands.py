@@ -15,6 +15,7 @@ from __future__ import annotations
 
 __all__ = ["MAX_ID", "NO_MATCH", "REGISTERED", "BadIdError", "CommandSet"]
 
+import hmac
 import logging
 from collections.abc import Callable
 from typing import Any
@@ -22,12 +23,27 @@ from typing import Any
 from idds.common.constants import RequestStatus
 from sqlalchemy import func, select
 
+from .build import build_signature
 from .plan import PlanError, plan_request, step_maps
 from .rows import RowBuilder
 from .runner import Runner
 from .store import Store, requests
 
 _LOG = logging.getLogger(__name__)
+
+_COMMANDS = frozenset(
+    {
+        "ping",
+        "submit",
+        "submit_build",
+        "update_build_request",
+        "get_requests",
+        "abort",
+        "retry",
+        "get_contents_output_ext",
+    }
+)
+"""ClientManager commands the local service serves."""
 
 REGISTERED = [[0, {"status": 0, "message": "Command registered successfully"}]]
 """Reply of an accepted abort/retry."""
@@ -67,7 +83,7 @@ class CommandSet:
         method : callable or `None`
             Called as ``method(user, *args, **kwargs)``.
         """
-        if name in ("ping", "submit", "get_requests", "abort", "retry", "get_contents_output_ext"):
+        if name in _COMMANDS:
             return getattr(self, f"cmd_{name}")
         return None
 
@@ -93,6 +109,44 @@ class CommandSet:
         _LOG.info("Request %d (%s): %d works", request_id, plan.name, len(plan.works))
         self.runner.request_added(request_id)
         return request_id
+
+    def cmd_submit_build(
+        self, user: str, workflow: Any, username: str | None = None, userdn: str | None = None,
+        use_dataset_name: bool = True,
+    ) -> int | list[Any]:  # fmt: skip
+        """``submit_build(workflow, ...)``: a build request; its id.
+
+        The build workflow's work runs like any other; its job's
+        environment carries the request id and signature that
+        ``update_build_request`` checks.
+        """
+        return self.cmd_submit(user, workflow, username, userdn, use_dataset_name)
+
+    def cmd_update_build_request(
+        self, user: str, request_id: int, signature: str, workflow: Any
+    ) -> int | list[Any]:  # fmt: skip
+        """``update_build_request(request_id, signature, workflow)``.
+
+        Adds the built workflow's works to the build request and schedules
+        them; answers the request id.
+        """
+        rid = _as_id(request_id)
+        with self.store.begin() as conn:
+            owner = conn.execute(select(requests.c.username).where(requests.c.request_id == rid)).first()
+        if rid is None or owner is None:
+            return [False, f"No match requests for request_id {request_id}"]
+        if owner[0] != user:
+            return [False, f"User {user} has no permission to update request {rid}"]
+        if not hmac.compare_digest(str(signature), build_signature(self.runner.state_dir, rid)):
+            return [False, f"Invalid signature for build request {rid}"]
+        try:
+            plan = plan_request(workflow, self.store.step_maps(str(workflow.get_internal_id())))
+        except PlanError as exc:
+            return [False, str(exc)]
+        added = self.store.add_works(rid, plan)
+        _LOG.info("Build request %d: %d works of %s added", rid, len(added), plan.name)
+        self.runner.request_extended(rid, added)
+        return rid
 
     def cmd_get_requests(
         self, user: str, request_id: int | None = None, workload_id: int | None = None,

@@ -231,8 +231,38 @@ class RunGraph:
             req.conditions.append(spec)
         self._touched.add(request_id)
 
-    def _load_transforms(self, conn: Connection, req: RequestState) -> None:
+    def extend(self, conn: Connection, request_id: int, transform_ids: list[int]) -> None:
+        """Load works added to a loaded request (a build request's workflow).
+
+        Parameters
+        ----------
+        conn : `sqlalchemy.Connection`
+            Open connection.
+        request_id : `int`
+            The request.
+        transform_ids : `list` [`int`]
+            The new transforms.
+        """
+        req = self.requests.get(request_id)
+        if req is None:
+            self.load(conn, request_id)
+            return
+        only = set(transform_ids)
+        self._load_transforms(conn, req, only)
+        self._load_jobs(conn, req, only)
+        self._link_jobs(conn, req, only)
+        known = {cond["internal_id"] for cond in req.conditions}
+        for cond in conn.execute(select(conditions).where(conditions.c.request_id == request_id)).mappings():
+            if cond["internal_id"] not in known:
+                spec = json.loads(cond["spec"])
+                spec.update(internal_id=cond["internal_id"], fired=bool(cond["fired"]))
+                req.conditions.append(spec)
+        self._touched.add(request_id)
+
+    def _load_transforms(self, conn: Connection, req: RequestState, only: set[int] | None = None) -> None:
         query = select(transforms).where(transforms.c.request_id == req.request_id)
+        if only is not None:
+            query = query.where(transforms.c.transform_id.in_(only))
         for row in conn.execute(query).mappings():
             tf = TransformState(
                 transform_id=row["transform_id"],
@@ -253,9 +283,13 @@ class RunGraph:
             if transform_id in self.transforms:
                 self.transforms[transform_id].event_service = event_service
 
-    def _load_jobs(self, conn: Connection, req: RequestState) -> dict[int, tuple[int, float]]:
+    def _load_jobs(
+        self, conn: Connection, req: RequestState, only: set[int] | None = None
+    ) -> dict[int, tuple[int, float]]:
         ended: dict[int, tuple[int, float]] = {}
         query = select(jobs).where(jobs.c.request_id == req.request_id).order_by(jobs.c.job_id)
+        if only is not None:
+            query = query.where(jobs.c.transform_id.in_(only))
         for row in conn.execute(query).mappings():
             job = JobState(
                 job_id=row["job_id"],
@@ -280,8 +314,11 @@ class RunGraph:
             tf.counts[job.status.value] += 1
         return ended
 
-    def _link_jobs(self, conn: Connection, req: RequestState) -> None:
+    def _link_jobs(self, conn: Connection, req: RequestState, only: set[int] | None = None) -> None:
         query = select(deps.c.job_id, deps.c.parent_id).where(deps.c.request_id == req.request_id)
+        if only is not None:  # added transforms: their jobs have the highest ids
+            first = min((j for tid in only for j in self.transforms[tid].job_ids), default=0)
+            query = query.where(deps.c.job_id >= first)
         for job_id, parent_id in conn.execute(query):
             parent = self.jobs[parent_id]
             parent.children.append(job_id)
@@ -291,13 +328,17 @@ class RunGraph:
             elif parent.status != ContentStatus.Available:
                 child.parent_failed = True
         for tf in req.transforms.values():
-            for job_id in tf.job_ids:
-                job = self.jobs[job_id]
-                if job.status in _RUNNABLE:
-                    self.ready.append(job_id)
-                elif tf.released and job.status == ContentStatus.New and job.pending == 0:
-                    self._release_job(job)
-            self._dirty_transforms.add(tf.transform_id)
+            if only is None or tf.transform_id in only:
+                self._queue_jobs(tf)
+
+    def _queue_jobs(self, tf: TransformState) -> None:
+        for job_id in tf.job_ids:
+            job = self.jobs[job_id]
+            if job.status in _RUNNABLE:
+                self.ready.append(job_id)
+            elif tf.released and job.status == ContentStatus.New and job.pending == 0:
+                self._release_job(job)
+        self._dirty_transforms.add(tf.transform_id)
 
     def unload(self, request_id: int) -> None:
         """Forget a request (before reloading it).

@@ -38,6 +38,7 @@ from sqlalchemy import Connection
 
 from lsst.ctrl.bps.panda.constants import IN_PLACEHOLDER
 
+from .build import SIGNATURE_VARIABLE, build_signature
 from .graph import JobState, Launch, RunGraph
 from .layout import StateLayout
 from .naming import bps_job_name
@@ -92,6 +93,7 @@ class StoreFault:
 class _Event:
     kind: str
     request_id: int = 0
+    transform_ids: list[int] = field(default_factory=list)
     launch: Launch | None = None
     exit_code: int = 0
     end_time: float = 0.0
@@ -214,6 +216,18 @@ class Runner:
         """
         self._events.put(_Event("load", request_id))
 
+    def request_extended(self, request_id: int, transform_ids: list[int]) -> None:
+        """Schedule works just added to a request (a remote build's).
+
+        Parameters
+        ----------
+        request_id : `int`
+            The request.
+        transform_ids : `list` [`int`]
+            The new transforms.
+        """
+        self._events.put(_Event("extend", request_id, transform_ids=list(transform_ids)))
+
     def command(self, kind: str, request_id: int, timeout: float = 60.0) -> bool:
         """Apply ``abort`` or ``retry`` and wait until it is committed.
 
@@ -306,6 +320,8 @@ class Runner:
                         self.graph.not_started(launch.job_id, launch.panda_id)
                 elif event.kind == "load":
                     self.graph.load(conn, event.request_id)
+                elif event.kind == "extend":
+                    self.graph.extend(conn, event.request_id, event.transform_ids)
                 elif event.kind == "abort":
                     killed = self.graph.abort(event.request_id)
                     to_kill.extend(killed)
@@ -431,6 +447,7 @@ class Runner:
         env["PANDAID"] = str(launch.panda_id)
         env["PanDA_TaskID"] = str(launch.transform_id)
         env["IDDS_BUILD_REQUEST_ID"] = str(launch.request_id)
+        env[SIGNATURE_VARIABLE] = build_signature(self.state_dir, launch.request_id)
         env[JOB_MARKER_VARIABLE] = f"{self.state_dir}:{launch.panda_id}"
         return env
 

@@ -338,6 +338,48 @@ class Store:
             self._insert_works(conn, request_id, plan.works, now)
         return request_id
 
+    def add_works(self, request_id: int, plan: RequestPlan) -> list[int]:
+        """Add the works and conditions of a workflow to a stored request.
+
+        Used by ``update_build_request``: the built workflow joins the
+        build request.
+
+        Parameters
+        ----------
+        request_id : `int`
+            The request.
+        plan : `RequestPlan`
+            The decoded workflow.
+
+        Returns
+        -------
+        transform_ids : `list` [`int`]
+            Ids of the new transforms.
+        """
+        now = time.time()
+        with self._insert_lock, self.begin() as conn:
+            before = conn.execute(select(func.max(transforms.c.transform_id))).scalar() or 0
+            if plan.conditions:
+                conn.execute(
+                    conditions.insert(),
+                    [
+                        {
+                            "request_id": request_id,
+                            "internal_id": cond.internal_id,
+                            "spec": json.dumps(
+                                {"tree": cond.tree, "true": cond.true_works, "false": cond.false_works}
+                            ),
+                            "fired": False,
+                        }
+                        for cond in plan.conditions
+                    ],
+                )
+            self._insert_works(conn, request_id, plan.works, now)
+            query = select(transforms.c.transform_id).where(
+                transforms.c.request_id == request_id, transforms.c.transform_id > before
+            )
+            return [row[0] for row in conn.execute(query)]
+
     def _insert_works(self, conn: Connection, request_id: int, works: list[WorkSpec], now: float) -> None:
         next_job = (conn.execute(select(func.max(jobs.c.job_id))).scalar() or 0) + 1
         job_ids: dict[tuple[str, str], int] = {}
