@@ -5,7 +5,7 @@
 """The remote-build request compared with the existing plugin's.
 
 ``tests/data/remote_build/existing_plugin.json`` was recorded from
-lsst-ctrl-bps-panda 30.2026.4300 by ``record_existing_plugin.py`` next to it;
+lsst-ctrl-bps-panda 30.2026.4300 by ``record_remote_build.py`` next to it;
 here ``PanDAService.submit(None, config=..., remote_build=...,
 config_file=..., compute_site=...)`` (what ctrl_bps's ``submit_driver``
 calls) runs with the same submit file against a recording transport, the
@@ -14,10 +14,10 @@ one seam.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import re
-import sys
 import tarfile
 from pathlib import Path
 from typing import Any
@@ -52,12 +52,14 @@ class RecordingTransport:
 
 
 def _recorder() -> Any:
-    sys.path.insert(0, str(DATA))
-    try:
-        import record_existing_plugin
-    finally:
-        sys.path.pop(0)
-    return record_existing_plugin
+    """The recording script, imported by path under its own module name."""
+    spec = importlib.util.spec_from_file_location(
+        "record_remote_build", DATA / "record_remote_build.py"
+    )
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def _submit(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[RecordingTransport, Any, BpsConfig]:

@@ -13,7 +13,7 @@ from PyPI) installed, never this package, with a PanDA cache to upload to
     panda-local start --state-dir /tmp/rec-state --port 0
     eval "$(panda-local env --state-dir /tmp/rec-state)"
     cd tests/data/remote_build
-    /tmp/oldplugin-venv/bin/python record_existing_plugin.py
+    /tmp/oldplugin-venv/bin/python record_remote_build.py
     panda-local stop --state-dir /tmp/rec-state
 
 It calls the existing plugin's ``create_idds_build_workflow`` with the
