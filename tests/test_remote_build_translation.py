@@ -53,9 +53,7 @@ class RecordingTransport:
 
 def _recorder() -> Any:
     """The recording script, imported by path under its own module name."""
-    spec = importlib.util.spec_from_file_location(
-        "record_remote_build", DATA / "record_remote_build.py"
-    )
+    spec = importlib.util.spec_from_file_location("record_remote_build", DATA / "record_remote_build.py")
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
