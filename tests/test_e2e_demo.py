@@ -179,7 +179,7 @@ def test_second_submit_into_same_repo(demo: tuple[Path, dict[str, str]]) -> None
     )
 
 
-def test_failing_quantum_is_retried_and_final_job_still_runs(demo: tuple[Path, dict[str, str]]) -> None:
+def test_failing_quantum_is_not_retried_and_final_job_still_runs(demo: tuple[Path, dict[str, str]]) -> None:
     work, env = demo
     retries = 2
     (work / "bps_fail_retries.yaml").write_text(
