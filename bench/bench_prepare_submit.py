@@ -5,7 +5,10 @@
 """Benchmark ``PanDAService.prepare`` + ``submit`` against a floor.
 
 For each N it builds the synthetic workflow of `synthetic_workflow` once
-(pickled into the work directory), then measures, each in a separate fresh
+in the ``--shape`` asked for (``realistic``, the default: bps's
+``{quantum uuid}_{label}_{data id}`` job names and command values;
+``short``: the first benchmark's short names), pickled into the work
+directory, then measures, each in a separate fresh
 process and ``--repeats`` times:
 
 * the *floor*: iterate the jobs, hex-encode each command line and JSON-dump
@@ -108,7 +111,7 @@ def load_workflow(spec: dict[str, Any]) -> Any:
         logging.warning("Rebuilding the workflow (%s)", exc)
         from synthetic_workflow import build_workflow
 
-        return build_workflow(spec["n_jobs"], Path(spec["work_dir"]))
+        return build_workflow(spec["n_jobs"], Path(spec["work_dir"]), shape=spec["shape"])
     finally:
         gc.enable()
 
@@ -266,7 +269,7 @@ def worker_main(spec_path: str) -> None:
         gc.disable()
         from synthetic_workflow import build_workflow
 
-        workflow = build_workflow(spec["n_jobs"], Path(spec["work_dir"]))
+        workflow = build_workflow(spec["n_jobs"], Path(spec["work_dir"]), shape=spec["shape"])
         with open(spec["pickle"], "wb") as stream:
             pickle.dump(workflow, stream, protocol=pickle.HIGHEST_PROTOCOL)
         result: dict[str, Any] = {"jobs": len(workflow)}
@@ -331,22 +334,25 @@ class Bench:
             raise RuntimeError(f"{spec['mode']} worker ({python}) failed:\n{proc.stdout}\n{proc.stderr}")
         return json.loads(result_path.read_text())
 
-    def pickle_path(self, n_jobs: int) -> Path:
+    def pickle_path(self, n_jobs: int, shape: str) -> Path:
         """Build the workflow of N jobs once and return its pickle.
 
         Parameters
         ----------
         n_jobs : `int`
             Number of jobs.
+        shape : `str`
+            Workflow shape (`synthetic_workflow.SHAPES`).
 
         Returns
         -------
         path : `pathlib.Path`
             The pickle file.
         """
-        path = self.work_dir / f"workflow_{n_jobs}.pickle"
+        path = self.work_dir / f"workflow_{shape}_{n_jobs}.pickle"
         if not path.exists():
-            self.run_worker(sys.executable, {"mode": "build", "n_jobs": n_jobs, "pickle": str(path)})
+            spec = {"mode": "build", "n_jobs": n_jobs, "shape": shape, "pickle": str(path)}
+            self.run_worker(sys.executable, spec)
         return path
 
 
@@ -387,7 +393,9 @@ def summarise(n_jobs: int, runs: list[dict[str, Any]], floor_s: float) -> dict[s
     }
 
 
-def measure(bench: Bench, n_jobs: int, repeats: int, other_python: str | None) -> dict[str, Any]:
+def measure(
+    bench: Bench, n_jobs: int, repeats: int, other_python: str | None, shape: str = "realistic"
+) -> dict[str, Any]:
     """Measure one N: floor, this implementation and optionally another.
 
     Parameters
@@ -400,13 +408,15 @@ def measure(bench: Bench, n_jobs: int, repeats: int, other_python: str | None) -
         Fresh processes per figure (medians are reported).
     other_python : `str` or `None`
         Interpreter of another implementation to measure too.
+    shape : `str`, optional
+        Workflow shape (`synthetic_workflow.SHAPES`).
 
     Returns
     -------
     line : `dict` [`str`, `~typing.Any`]
         The JSON line for this N.
     """
-    spec = {"n_jobs": n_jobs, "pickle": str(bench.pickle_path(n_jobs))}
+    spec = {"n_jobs": n_jobs, "shape": shape, "pickle": str(bench.pickle_path(n_jobs, shape))}
     profile_dir = os.environ.get("BENCH_PROFILE_DIR")
     floors, runs, others = [], [], []
     # Interleaved, so that a change of machine speed during the run moves
@@ -420,6 +430,7 @@ def measure(bench: Bench, n_jobs: int, repeats: int, other_python: str | None) -
     floor_s = _median(floors, "floor_s")
     line: dict[str, Any] = {
         "n_jobs": n_jobs,
+        "shape": shape,
         "repeats": repeats,
         "floor_s": round(floor_s, 4),
         "floor_us_per_job": round(floor_s / n_jobs * 1e6, 2),
@@ -485,7 +496,11 @@ def standin_process(work_dir: Path) -> Iterator[int]:
 
 
 def run_bench(
-    jobs: list[int], repeats: int, work_dir: Path | None = None, other_python: str | None = None
+    jobs: list[int],
+    repeats: int,
+    work_dir: Path | None = None,
+    other_python: str | None = None,
+    shape: str = "realistic",
 ) -> Iterator[dict[str, Any]]:
     """Run the benchmark; yield one result line per N as it completes.
 
@@ -499,6 +514,8 @@ def run_bench(
         Work directory (kept); a temporary one (removed) by default.
     other_python : `str`, optional
         Interpreter of another implementation to measure as well.
+    shape : `str`, optional
+        Workflow shape (`synthetic_workflow.SHAPES`).
 
     Yields
     ------
@@ -515,7 +532,7 @@ def run_bench(
             env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(BENCH_DIR), os.environ.get("PYTHONPATH")]))
             bench = Bench(work, port, env)
             for n_jobs in jobs:
-                yield measure(bench, n_jobs, repeats, other_python)
+                yield measure(bench, n_jobs, repeats, other_python, shape)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -531,12 +548,18 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--repeats", type=int, default=3, help="fresh processes per figure")
     parser.add_argument("--work-dir", type=Path, help="keep pickles and submit dirs here")
     parser.add_argument("--other-python", help="interpreter with another lsst.ctrl.bps.panda")
+    parser.add_argument(
+        "--shape",
+        choices=("realistic", "short"),
+        default="realistic",
+        help="job names and command values as bps makes them (realistic) or the first benchmark's short ones",
+    )
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker:
         worker_main(args.worker)
         return
-    for line in run_bench(args.jobs, args.repeats, args.work_dir, args.other_python):
+    for line in run_bench(args.jobs, args.repeats, args.work_dir, args.other_python, args.shape):
         print(json.dumps(line), flush=True)
 
 

@@ -24,6 +24,7 @@ from bench_prepare_submit import run_bench
 
 TARGET_RATIO = 3.0
 MARGIN = 0.5
+SHAPE = "realistic"
 
 
 def within_limit(ratio: float, target: float = TARGET_RATIO, margin: float = MARGIN) -> bool:
@@ -64,10 +65,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--target", type=float, default=TARGET_RATIO)
     parser.add_argument("--margin", type=float, default=MARGIN)
+    parser.add_argument("--shape", choices=("realistic", "short"), default=SHAPE)
     args = parser.parse_args(argv)
     limit = args.target * (1 + args.margin)
     try:
-        (line,) = list(run_bench([args.jobs], args.repeats))
+        (line,) = list(run_bench([args.jobs], args.repeats, shape=args.shape))
     except (RuntimeError, OSError) as exc:
         print(f"benchmark failed: {exc}", file=sys.stderr)
         return 2
@@ -75,7 +77,8 @@ def main(argv: list[str] | None = None) -> int:
     ratio = line["ratio_to_floor"]
     ok = within_limit(ratio, args.target, args.margin)
     verdict = "OK" if ok else "FAIL"
-    print(f"{verdict}: prepare+submit = {ratio:.2f} x floor at {args.jobs} jobs (limit {limit:.2f})")
+    where = f"{args.jobs} {args.shape} jobs"
+    print(f"{verdict}: prepare+submit = {ratio:.2f} x floor at {where} (limit {limit:.2f})")
     return 0 if ok else 1
 
 

@@ -66,7 +66,7 @@ def measure(generator_class: type[IDDSWorkflowGenerator], n_jobs: int, work_dir:
     figures : `dict` [`str`, `int`]
         Works, condition clauses, request JSON bytes and gzip bytes.
     """
-    workflow = build_workflow(n_jobs, work_dir)
+    workflow = build_workflow(n_jobs, work_dir, shape="short")  # the shape of its figures in doc/design.md
     config = make_config(work_dir)
     settings = ServiceSettings.from_config(config, workflow_labels(workflow))
     generated = generator_class(settings, workflow).build()

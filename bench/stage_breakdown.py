@@ -90,7 +90,7 @@ def _run_once(workflow: Any, work_dir: Path, tag: str) -> tuple[float, float]:
     return middle - start, time.perf_counter() - middle
 
 
-def breakdown(n_jobs: int, repeats: int, work_dir: Path) -> dict[str, float]:
+def breakdown(n_jobs: int, repeats: int, work_dir: Path, shape: str = "realistic") -> dict[str, float]:
     """Return the median µs per job of every stage.
 
     Parameters
@@ -101,6 +101,8 @@ def breakdown(n_jobs: int, repeats: int, work_dir: Path) -> dict[str, float]:
         Runs; the first one is not counted when there are more.
     work_dir : `pathlib.Path`
         Scratch directory.
+    shape : `str`, optional
+        Workflow shape (`synthetic_workflow.SHAPES`).
 
     Returns
     -------
@@ -112,7 +114,7 @@ def breakdown(n_jobs: int, repeats: int, work_dir: Path) -> dict[str, float]:
     for module in bench._PRELOAD:
         __import__(module)
     _instrument()
-    workflow = build_workflow(n_jobs, work_dir)
+    workflow = build_workflow(n_jobs, work_dir, shape=shape)
     samples: dict[str, list[float]] = collections.defaultdict(list)
     for index in range(repeats):
         _SPENT.clear()
@@ -136,14 +138,17 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--jobs", type=int, default=10_000)
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--shape", choices=("realistic", "short"), default="realistic")
     args = parser.parse_args(argv)
     logging.disable(logging.CRITICAL)
     with tempfile.TemporaryDirectory(prefix="stage_breakdown_") as tmp:
         work_dir = Path(tmp)
         with bench.standin_process(work_dir) as port:
             os.environ.update(relay_environment(port, work_dir))
-            stages = breakdown(args.jobs, args.repeats, work_dir)
-    print(f"{args.jobs} jobs, median of {max(args.repeats - 1, 1)} in-process runs, µs per job:")
+            stages = breakdown(args.jobs, args.repeats, work_dir, args.shape)
+    print(
+        f"{args.jobs} jobs ({args.shape}), median of {max(args.repeats - 1, 1)} in-process runs, µs per job:"
+    )
     for label, us in stages.items():
         print(f"  {label:22s} {us:7.2f}")
 

@@ -14,15 +14,34 @@ per-job UUID in ``cmdvals``), read the run's quantum graph file (a real file
 written next to the workflow, to be staged by the plugin) and a final job
 runs ``final_job.bash`` after everything.
 
-The builder is deterministic: the same ``n_jobs`` always gives the same
-workflow, so separate processes (and other implementations) can rebuild it
-instead of sharing a pickle.
+Two shapes share that graph and differ in what each job carries:
+
+``realistic`` (the default)
+    Jobs are named as ``bps transform`` names them with its default
+    ``templateDataId`` and ``useNodeIdInClusterName``: ``{quantum uuid}_``
+    ``{label}_{tract}_{patch}_{band}_{visit}_{exposure}_{detector}``
+    with the absent dimensions dropped and runs of ``_`` collapsed, e.g.
+    ``9f1c…_calibrate_2026120600042_17`` or ``…_assembleCoadd_9813_42_i_``
+    (60 to 80 characters). Each job carries the ``cmdvals`` bps leaves after
+    ``_enhance_command`` for the default ``runQuantumCommand`` (every
+    ``{name}`` of its arguments: ``runPreCmdOpts``, ``butlerConfig``,
+    ``fileDistributionEndPoint``, ``qgraphNodeId``,
+    ``extraRunQuantumOptions``), and data-id tags.
+``short``
+    The first benchmark's shape (kept to compare with its figures):
+    ``{label}_{visit}_{detector}`` names of about 20 characters and a
+    shorter command line.
+
+The builder is deterministic: the same ``n_jobs`` and shape always give the
+same workflow, so separate processes (and other implementations) can
+rebuild it instead of sharing a pickle.
 """
 
 from __future__ import annotations
 
-__all__ = ["COADD_LABELS", "EXPOSURE_LABELS", "JOBS_PER_BLOCK", "build_workflow"]
+__all__ = ["COADD_LABELS", "EXPOSURE_LABELS", "JOBS_PER_BLOCK", "SHAPES", "build_workflow"]
 
+import re
 import uuid
 from collections import Counter
 from pathlib import Path
@@ -54,9 +73,32 @@ COADD_LABELS: dict[str, tuple[str, bool]] = {
 
 EXPOSURES_PER_BLOCK = 8
 JOBS_PER_BLOCK = EXPOSURES_PER_BLOCK * len(EXPOSURE_LABELS) + len(COADD_LABELS)
+SHAPES = ("realistic", "short")
 
-_ARGUMENTS = "{runPreCmdOpts} run-qbb {butlerConfig} <FILE:runQgraphFile> --qgraph-node-id {qgraphNodeId}"
-_CMDVALS = {"runPreCmdOpts": "--long-log --log-level=VERBOSE", "butlerConfig": "/repo/main/butler.yaml"}
+# Labels whose quanta are per exposure (the rest of EXPOSURE_LABELS are per
+# visit), and coadd labels without a band dimension.
+_EXPOSURE_DIM_LABELS = frozenset({"isr"})
+_BANDLESS_LABELS = frozenset({"mergeDetections", "deblend"})
+_BANDS = "ugrizy"
+_DETECTORS = 189
+_FIRST_VISIT = 2026120600000
+
+_SHORT_ARGUMENTS = (
+    "{runPreCmdOpts} run-qbb {butlerConfig} <FILE:runQgraphFile> --qgraph-node-id {qgraphNodeId}"
+)
+_SHORT_CMDVALS = {"runPreCmdOpts": "--long-log --log-level=VERBOSE", "butlerConfig": "/repo/main/butler.yaml"}
+# bps's default runQuantumCommand after _enhance_command (lazy commands,
+# run quantum graph): every {name} left in the arguments has a cmdvals entry.
+_REALISTIC_ARGUMENTS = (
+    "{runPreCmdOpts} run-qbb {butlerConfig} {fileDistributionEndPoint}<FILE:runQgraphFile>"
+    " --qgraph-node-id {qgraphNodeId} {extraRunQuantumOptions}"
+)
+_REALISTIC_CMDVALS = {
+    "runPreCmdOpts": "--long-log --log-level=VERBOSE",
+    "butlerConfig": "s3://embargo@rubin-summit-users/butler.yaml",
+    "fileDistributionEndPoint": "s3://rubin-panda-cache/bench/",
+    "extraRunQuantumOptions": "--no-raise-on-partial-outputs",
+}
 _MEMORY = {"isr": 4096, "characterizeImage": 4096, "calibrate": 6144, "assembleCoadd": 16384}
 _QGRAPH_BYTES = 256 * 1024
 
@@ -70,11 +112,16 @@ class _Builder:
         The workflow to fill.
     qgraph : `lsst.ctrl.bps.GenericWorkflowFile`
         The run quantum graph file every job reads.
+    shape : `str`
+        One of `SHAPES`.
     """
 
-    def __init__(self, workflow: GenericWorkflow, qgraph: GenericWorkflowFile) -> None:
+    def __init__(self, workflow: GenericWorkflow, qgraph: GenericWorkflowFile, shape: str) -> None:
         self.workflow = workflow
         self.qgraph = qgraph
+        self.realistic = shape == "realistic"
+        self.arguments = _REALISTIC_ARGUMENTS if self.realistic else _SHORT_ARGUMENTS
+        self.cmdvals = _REALISTIC_CMDVALS if self.realistic else _SHORT_CMDVALS
         self.executable = GenericWorkflowExec("pipetask", "${CTRL_MPEXEC_DIR}/bin/pipetask", False)
         self._rng = uuid.UUID(int=0x5EED).int
 
@@ -83,26 +130,60 @@ class _Builder:
         self._rng = (self._rng * 6364136223846793005 + 1442695040888963407) % (1 << 128)
         return str(uuid.UUID(int=self._rng))
 
-    def add(self, name: str, label: str, parents: list[str], tags: dict[str, Any]) -> None:
+    def _name(self, node_id: str, label: str, tags: dict[str, Any]) -> str:
+        """Return the job name for the shape.
+
+        Parameters
+        ----------
+        node_id : `str`
+            The job's quantum UUID.
+        label : `str`
+            Job label.
+        tags : `dict` [`str`, `~typing.Any`]
+            Data-id tags.
+
+        Returns
+        -------
+        name : `str`
+            ``{uuid}_{label}_{data id}`` as bps's default ``templateDataId``
+            gives (realistic), or ``{label}_{visit or tract}_{detector or
+            patch}`` (short).
+        """
+        if not self.realistic:
+            first = tags.get("visit", tags.get("tract"))
+            second = tags.get("detector", tags.get("patch"))
+            return f"{label}_{first}_{second}"
+        dims = ("tract", "patch", "band", "visit", "exposure", "detector")
+        name = f"{node_id}_{label}_" + "_".join(str(tags.get(dim, "")) for dim in dims)
+        return re.sub("_+", "_", name)
+
+    def add(self, label: str, parents: list[str], tags: dict[str, Any], name: str | None = None) -> str:
         """Add one payload job.
 
         Parameters
         ----------
-        name : `str`
-            Job name.
         label : `str`
             Job label.
         parents : `list` [`str`]
             Names of the parent jobs (already added).
         tags : `dict` [`str`, `~typing.Any`]
             Data-id tags.
+        name : `str`, optional
+            Job name; made from the shape's template by default.
+
+        Returns
+        -------
+        name : `str`
+            The job name.
         """
+        node_id = self._node_id()
+        name = name or self._name(node_id, label, tags)
         job = GenericWorkflowJob(
             name,
             label=label,
             executable=self.executable,
-            arguments=_ARGUMENTS,
-            cmdvals=dict(_CMDVALS, qgraphNodeId=self._node_id()),
+            arguments=self.arguments,
+            cmdvals=dict(self.cmdvals, qgraphNodeId=node_id),
             quanta_counts=Counter({label: 1}),
             tags=tags,
             request_memory=_MEMORY.get(label, 2048),
@@ -111,6 +192,55 @@ class _Builder:
         )
         self.workflow.add_job(job, parents)
         self.workflow.add_job_inputs(name, self.qgraph)
+        return name
+
+    def exposure_tags(self, label: str, block: int, detector: int) -> dict[str, Any]:
+        """Return the data-id tags of a per-exposure job.
+
+        Parameters
+        ----------
+        label : `str`
+            Job label.
+        block : `int`
+            Block number.
+        detector : `int`
+            Exposure index in the block.
+
+        Returns
+        -------
+        tags : `dict` [`str`, `~typing.Any`]
+            Instrument, visit or exposure, and detector.
+        """
+        if not self.realistic:
+            return {"visit": 100000 + block, "detector": detector}
+        # Distinct detectors per block: 23 and 189 are coprime. Band is
+        # implied by the exposure, not part of the required data id.
+        dim = "exposure" if label in _EXPOSURE_DIM_LABELS else "visit"
+        detector_id = (block * 37 + detector * 23) % _DETECTORS
+        tags = {"instrument": "LSSTCam", dim: _FIRST_VISIT + block, "detector": detector_id}
+        return tags
+
+    def coadd_tags(self, label: str, block: int) -> dict[str, Any]:
+        """Return the data-id tags of a coadd-level job.
+
+        Parameters
+        ----------
+        label : `str`
+            Job label.
+        block : `int`
+            Block number (the patch).
+
+        Returns
+        -------
+        tags : `dict` [`str`, `~typing.Any`]
+            Skymap, tract, patch and (for per-band labels) band.
+        """
+        if not self.realistic:
+            return {"tract": 9813, "patch": block}
+        tags: dict[str, Any] = {"skymap": "lsst_cells_v1", "tract": 9813, "patch": block % 400}
+        if label not in _BANDLESS_LABELS:
+            tags["band"] = _BANDS[block % len(_BANDS)]
+        return tags
 
     def add_block(self, block: int) -> None:
         """Add the 84 jobs of one block.
@@ -122,19 +252,15 @@ class _Builder:
         """
         names: dict[str, list[str]] = {label: [] for label in EXPOSURE_LABELS}
         for detector in range(EXPOSURES_PER_BLOCK):
-            tags = {"visit": 100000 + block, "detector": detector}
+            made = {"pipetaskInit": "pipetaskInit"}
             for label, parent_labels in EXPOSURE_LABELS.items():
-                name = f"{label}_{100000 + block}_{detector}"
-                parents = [
-                    "pipetaskInit" if p == "pipetaskInit" else f"{p}_{100000 + block}_{detector}"
-                    for p in parent_labels
-                ]
-                self.add(name, label, parents, tags)
-                names[label].append(name)
+                tags = self.exposure_tags(label, block, detector)
+                made[label] = self.add(label, [made[p] for p in parent_labels], tags)
+                names[label].append(made[label])
+        coadds: dict[str, str] = {}
         for label, (parent_label, fan_in) in COADD_LABELS.items():
-            name = f"{label}_9813_{block}"
-            parents = names[parent_label] if fan_in else [f"{parent_label}_9813_{block}"]
-            self.add(name, label, parents, {"tract": 9813, "patch": block})
+            parents = names[parent_label] if fan_in else [coadds[parent_label]]
+            coadds[label] = self.add(label, parents, self.coadd_tags(label, block))
 
 
 def _write_qgraph(work_dir: Path) -> GenericWorkflowFile:
@@ -185,7 +311,9 @@ def _add_final(workflow: GenericWorkflow, qgraph: GenericWorkflowFile, work_dir:
     workflow.add_final(final)
 
 
-def build_workflow(n_jobs: int, work_dir: Path, name: str | None = None) -> GenericWorkflow:
+def build_workflow(
+    n_jobs: int, work_dir: Path, name: str | None = None, shape: str = "realistic"
+) -> GenericWorkflow:
     """Build a synthetic workflow of exactly ``n_jobs`` jobs plus a final job.
 
     Parameters
@@ -197,6 +325,9 @@ def build_workflow(n_jobs: int, work_dir: Path, name: str | None = None) -> Gene
         Existing directory for the quantum graph file and final script.
     name : `str`, optional
         Workflow name; ``bench_<n_jobs>`` by default.
+    shape : `str`, optional
+        One of `SHAPES`: job names and command values as bps gives them
+        (``realistic``) or the first benchmark's short ones (``short``).
 
     Returns
     -------
@@ -205,16 +336,22 @@ def build_workflow(n_jobs: int, work_dir: Path, name: str | None = None) -> Gene
     """
     if n_jobs < 2:
         raise ValueError(f"n_jobs must be at least 2, got {n_jobs}")
+    if shape not in SHAPES:
+        raise ValueError(f"shape must be one of {SHAPES}, got {shape!r}")
     workflow = GenericWorkflow(name or f"bench_{n_jobs}")
     qgraph = _write_qgraph(work_dir)
     workflow.add_file(qgraph)
-    builder = _Builder(workflow, qgraph)
-    builder.add("pipetaskInit", "pipetaskInit", [], {})
+    builder = _Builder(workflow, qgraph, shape)
+    builder.add("pipetaskInit", [], {}, name="pipetaskInit")
     blocks, extra = divmod(n_jobs - 1, JOBS_PER_BLOCK)
     for block in range(blocks):
         builder.add_block(block)
     for index in range(extra):
-        builder.add(f"isr_99999_{index}", "isr", ["pipetaskInit"], {"visit": 99999, "detector": index})
+        if builder.realistic:
+            tags = {"instrument": "LSSTCam", "exposure": _FIRST_VISIT - 1, "detector": index % _DETECTORS}
+            builder.add("isr", ["pipetaskInit"], tags)
+        else:
+            builder.add("isr", ["pipetaskInit"], {"visit": 99999, "detector": index})
     _add_final(workflow, qgraph, work_dir)
     workflow.run_attrs.update(
         {"bps_isjob": "True", "bps_project": "bench", "bps_campaign": "bench", "bps_run": workflow.name}

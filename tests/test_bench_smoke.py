@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import urllib.request
@@ -24,7 +25,7 @@ sys.path.insert(0, str(BENCH))
 from bench_prepare_submit import floor  # noqa: E402
 from check_ratio import within_limit  # noqa: E402
 from relay_standin import RelayStandIn, relay_environment  # noqa: E402
-from synthetic_workflow import JOBS_PER_BLOCK, build_workflow  # noqa: E402
+from synthetic_workflow import JOBS_PER_BLOCK, SHAPES, build_workflow  # noqa: E402
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -39,7 +40,7 @@ print(json.dumps([api.ping(), api.submit({"payload": "x" * 5000}, username=None)
 
 def test_workflow_has_exact_size_and_bps_shape(tmp_path: Path) -> None:
     n_jobs = 2 * JOBS_PER_BLOCK + 7
-    workflow = build_workflow(n_jobs, tmp_path)
+    workflow = build_workflow(n_jobs, tmp_path, shape="short")
     assert len(workflow) == n_jobs
     assert len(workflow.labels) == 15
     assert workflow.labels[0] == "pipetaskInit"
@@ -57,22 +58,71 @@ def test_workflow_has_exact_size_and_bps_shape(tmp_path: Path) -> None:
     assert workflow.get_job_inputs("calibrate_100000_0")[0].name == "runQgraphFile"
 
 
-def test_workflow_is_deterministic_and_rejects_tiny_sizes(tmp_path: Path) -> None:
-    first = build_workflow(200, tmp_path)
-    second = build_workflow(200, tmp_path)
+_REALISTIC_NAME = re.compile(
+    r"(?P<uuid>[0-9a-f]{8}(-[0-9a-f]{4}){3}-[0-9a-f]{12})_(?P<label>[A-Za-z]+)_[0-9a-z_]+"
+)
+
+
+def test_realistic_workflow_names_and_cmdvals_as_bps_transform(tmp_path: Path) -> None:
+    """Realistic shape: ``{quantum uuid}_{label}_{data id}`` names of 50 to
+    100 characters, one cmdvals entry per ``{name}`` of the arguments, the
+    quantum UUID both in the name and in ``qgraphNodeId``; same graph as
+    the short shape."""
+    n_jobs = 2 * JOBS_PER_BLOCK + 7
+    workflow = build_workflow(n_jobs, tmp_path)
+    short = build_workflow(n_jobs, tmp_path, shape="short")
+    assert len(workflow) == n_jobs and workflow.labels == short.labels
+    assert workflow.number_of_edges() == short.number_of_edges()
+    for name in workflow:
+        if name == "pipetaskInit":
+            continue
+        job = workflow.get_job(name)
+        match = _REALISTIC_NAME.fullmatch(name)
+        assert match, name
+        assert 50 <= len(name) <= 100, name
+        assert match["uuid"] == job.cmdvals["qgraphNodeId"] and match["label"] == job.label
+        assert set(re.findall(r"{([^}]+)}", job.arguments)) == set(job.cmdvals)
+    coadd = next(n for n in workflow if "_assembleCoadd_" in n)
+    assert re.search(r"_assembleCoadd_9813_[0-9]+_[ugrizy]_$", coadd)  # no visit: bps leaves a trailing _
+    assert len(list(workflow.predecessors(coadd))) == 8
+    diamond = next(n for n in workflow if "_consolidateSourceTable_" in n)
+    parents = sorted(workflow.get_job(p).label for p in workflow.predecessors(diamond))
+    assert parents == ["makeWarp", "transformSourceTable"]
+    data_id = diamond.split("_", 2)[2]
+    assert all(p.endswith(data_id) for p in workflow.predecessors(diamond))
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+def test_workflow_is_deterministic_and_rejects_bad_input(tmp_path: Path, shape: str) -> None:
+    first = build_workflow(200, tmp_path, shape=shape)
+    second = build_workflow(200, tmp_path, shape=shape)
+    assert list(first) == list(second)
     assert [first.get_job(n).cmdvals for n in first] == [second.get_job(n).cmdvals for n in second]
-    with pytest.raises(ValueError):
-        build_workflow(1, tmp_path)
+    with pytest.raises(ValueError, match="n_jobs"):
+        build_workflow(1, tmp_path, shape=shape)
+    with pytest.raises(ValueError, match="shape"):
+        build_workflow(200, tmp_path, shape="long")
 
 
 def test_floor_encodes_every_command_with_its_parents(tmp_path: Path) -> None:
-    workflow = build_workflow(100, tmp_path)
+    workflow = build_workflow(100, tmp_path, shape="short")
     records = json.loads(floor(workflow))
     assert len(records) == 100
     by_name = {record["name"]: record for record in records}
     calibrate = by_name["calibrate_100000_2"]
     assert calibrate["parents"] == ["characterizeImage_100000_2"]
     assert bytes.fromhex(calibrate["cmd"]).decode().endswith("--qgraph-node-id {qgraphNodeId}")
+
+
+def test_floor_handles_realistic_names(tmp_path: Path) -> None:
+    workflow = build_workflow(100, tmp_path)
+    records = json.loads(floor(workflow))
+    assert [record["name"] for record in records] == list(workflow.nodes)
+    calibrate = next(record for record in records if "_calibrate_" in record["name"])
+    (parent,) = calibrate["parents"]
+    assert "_characterizeImage_" in parent and parent.split("_", 2)[2] == calibrate["name"].split("_", 2)[2]
+    command = bytes.fromhex(calibrate["cmd"]).decode()
+    assert command.startswith("${CTRL_MPEXEC_DIR}/bin/pipetask {runPreCmdOpts} run-qbb {butlerConfig}")
 
 
 def test_standin_answers_panda_client_and_counts_bytes(tmp_path: Path) -> None:
@@ -97,17 +147,18 @@ def test_ratio_limit_is_target_plus_half() -> None:
     assert not within_limit(2.0, target=1.0, margin=0.5)
 
 
-def test_bench_runs_end_to_end_at_300_jobs(tmp_path: Path) -> None:
+@pytest.mark.parametrize("shape", SHAPES)
+def test_bench_runs_end_to_end_at_300_jobs(tmp_path: Path, shape: str) -> None:
     proc = subprocess.run(
         [sys.executable, str(BENCH / "bench_prepare_submit.py"), "--jobs", "300", "--repeats", "1"]
-        + ["--work-dir", str(tmp_path)],
+        + ["--work-dir", str(tmp_path), "--shape", shape],
         capture_output=True,
         text=True,
         timeout=240,
     )
     assert proc.returncode == 0, proc.stderr
     line = json.loads(proc.stdout.strip().splitlines()[-1])
-    assert line["n_jobs"] == 300
+    assert line["n_jobs"] == 300 and line["shape"] == shape
     assert line["requests"] >= 1
     assert line["wire_gzip_bytes_per_job"] > 0
     assert line["wire_json_bytes_per_job"] > line["wire_gzip_bytes_per_job"]
