@@ -22,6 +22,7 @@ from lsst.ctrl.bps.panda.dependency_map import (
     encode_name,
     job_references,
     map_entries,
+    reference_names,
     zip_entries,
     zip_map,
     zip_text,
@@ -57,6 +58,18 @@ def test_map_entries_are_json_dumps(jobs: list[tuple[str, list[tuple[str, str]]]
     assert _unzip(zip_text(text)) == entries
     assert zip_map(entries) == zip_text(text)
     assert _unzip(zip_entries(pieces)) == entries
+
+
+@settings(max_examples=200, deadline=None)
+@given(_NAMES, st.lists(_NAMES, max_size=10))
+def test_reference_names_inverts_job_references(task: str, names: list[str]) -> None:
+    """Any task and map names: the names taken back from the references
+    are the literals they were made from, and the references read as the
+    entries iDDS expects."""
+    literals = [encode_name(name) for name in names]
+    references = job_references(encode_name(task), literals)
+    assert reference_names(encode_name(task), references) == literals
+    assert [json.loads(ref) for ref in references] == [{"task": task, "inputname": name} for name in names]
 
 
 def test_zipper_delivers_every_map_in_order() -> None:

@@ -21,6 +21,7 @@ __all__ = [
     "encode_name",
     "job_references",
     "map_entries",
+    "reference_names",
     "zip_entries",
     "zip_map",
     "zip_text",
@@ -83,6 +84,29 @@ def job_references(task_literal: str, name_literals: Iterable[str]) -> list[str]
     """
     prefix = '{"task":' + task_literal + ',"inputname":'
     return [prefix + name + "}" for name in name_literals]
+
+
+def reference_names(task_literal: str, references: Iterable[str]) -> list[str]:
+    """Return the map names held in `job_references` texts.
+
+    The inverse of `job_references`: the generator keeps each job's
+    reference only and takes its map name back from it when the job's own
+    entry is written.
+
+    Parameters
+    ----------
+    task_literal : `str`
+        The jobs' task name, a JSON literal (`encode_name`).
+    references : `~collections.abc.Iterable` [`str`]
+        Their references, as `job_references` returned them.
+
+    Returns
+    -------
+    name_literals : `list` [`str`]
+        Each job's map name, a JSON literal.
+    """
+    start = len('{"task":') + len(task_literal) + len(',"inputname":')
+    return [reference[start:-1] for reference in references]
 
 
 def map_entries(

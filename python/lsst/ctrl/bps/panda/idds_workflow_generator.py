@@ -54,7 +54,7 @@ from .command_line import (
     files_field,
 )
 from .constants import FINAL_PSEUDO_INPUT, NO_DIRECT_IO, RETRY_UNLESS_EXIT_ATTRIBUTE
-from .dependency_map import MapZipper, encode_name, job_references, map_entries
+from .dependency_map import MapZipper, encode_name, job_references, map_entries, reference_names
 from .event_service import WorkEventService, add_event_fields
 from .exceptions import WorkflowTranslationError
 from .submit_record import TaskRecord
@@ -135,7 +135,9 @@ class _Group:
     files: _JobFiles
     names: list[str] = dataclasses.field(default_factory=list)
     jobs: list[GenericWorkflowJob] = dataclasses.field(default_factory=list)
-    pseudos: list[str] = dataclasses.field(default_factory=list)
+    # Start of every job's pseudo input name (the final job's fixed base),
+    # or `None` for the job's own name.
+    base: str | None = None
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -148,7 +150,6 @@ class _Chunk:
     names: list[str]
     jobs: list[GenericWorkflowJob]
     order_id: int
-    name_literals: list[str]
 
 
 def _is_dir(uri: str) -> bool:
@@ -543,7 +544,7 @@ class IDDSWorkflowGenerator:
         graph_of = (lambda name: flat.top) if flat.simple else flat.graph_of
         for name, job in flat.jobs.items():
             try:
-                key, command, files, pseudo = self._job(name, job, graph_of(name), fixed_base)
+                key, command, files = self._job(name, job, graph_of(name))
                 by_key = labels.get(job.label)
                 if by_key is None:
                     by_key = labels[job.label] = {}
@@ -552,15 +553,15 @@ class IDDSWorkflowGenerator:
                 raise WorkflowTranslationError(str(exc)) from exc
             found = by_key.get(key)
             if found is None:
-                found = by_key[key] = _Group(job.label, command, files)
+                base = FINAL_PSEUDO_INPUT if fixed_base else None
+                found = by_key[key] = _Group(job.label, command, files, base=base)
             found.names.append(name)
             found.jobs.append(job)
-            found.pseudos.append(pseudo)
         return labels
 
     def _job(
-        self, name: str, job: GenericWorkflowJob, graph: GenericWorkflow, fixed_base: bool
-    ) -> tuple[tuple[Any, ...], ResolvedCommand, _JobFiles, str]:
+        self, name: str, job: GenericWorkflowJob, graph: GenericWorkflow
+    ) -> tuple[tuple[Any, ...], ResolvedCommand, _JobFiles]:
         """Describe one job.
 
         Parameters
@@ -571,8 +572,6 @@ class IDDSWorkflowGenerator:
             The job.
         graph : `lsst.ctrl.bps.GenericWorkflow`
             Workflow holding its files.
-        fixed_base : `bool`
-            Use the final job's fixed pseudo-name base.
 
         Returns
         -------
@@ -582,8 +581,6 @@ class IDDSWorkflowGenerator:
             Its command line.
         files : `_JobFiles`
             Its files.
-        pseudo : `str`
-            Its pseudo input name.
         """
         check_name(name, "job name", name)
         files = self._job_files(name, job, graph)
@@ -596,7 +593,6 @@ class IDDSWorkflowGenerator:
         if command is None:
             context = ResolveContext(name, self.settings.submit_env, files.refs, files.key)
             command = template.resolve(values, context)
-        pseudo = command.pseudo_name(name, FINAL_PSEUDO_INPUT if fixed_base else name, job.cmdvals)
         key = (
             command.text,
             files.key,
@@ -608,7 +604,7 @@ class IDDSWorkflowGenerator:
             job.accounting_group,
             job.memory_multiplier,
         )
-        return key, command, files, pseudo
+        return key, command, files
 
     def _template(self, name: str, job: GenericWorkflowJob) -> CommandTemplate:
         """Return the (cached) command template of a job.
@@ -789,22 +785,12 @@ class IDDSWorkflowGenerator:
                         f"{self.generic_workflow.name}_{self._task_count:02d}_{label}_{chunk_count:02d}"
                     )
                     names = group.names[start:end]
-                    literals = self._name_jobs(task_name, label, names, group.pseudos[start:end], order_id)
+                    jobs = group.jobs[start:end]
+                    self._name_jobs(task_name, label, names, self._pseudo_names(group, names, jobs), order_id)
                     self._tasks[task_name] = TaskRecord(label, len(names))
                     self._task_rank[task_name] = self._task_count
-                    chunks.append(
-                        _Chunk(
-                            task_name,
-                            self._task_count,
-                            group,
-                            names,
-                            group.jobs[start:end],
-                            order_id,
-                            literals,
-                        )
-                    )
+                    chunks.append(_Chunk(task_name, self._task_count, group, names, jobs, order_id))
                     order_id += len(names)
-                group.pseudos.clear()  # now held, where needed, in the references
             self._label_counts[label] = (order_id, chunk_count)
         return chunks
 
@@ -829,13 +815,52 @@ class IDDSWorkflowGenerator:
             ordered = []
         return ordered + [label for label in seen if label not in ordered]
 
+    @staticmethod
+    def _pseudo_names(group: _Group, names: list[str], jobs: list[GenericWorkflowJob]) -> list[str]:
+        """Return the pseudo input names of some jobs of a group.
+
+        Made per chunk, just before the references that hold them: a
+        realistic name (``{quantum uuid}_{label}_{data id}`` and its
+        ``+qgraphNodeId:<uuid>``) is over 100 characters, and a list of
+        them for the whole workflow would be its largest table.
+
+        Parameters
+        ----------
+        group : `_Group`
+            Their group.
+        names : `list` [`str`]
+            Job names.
+        jobs : `list` [`lsst.ctrl.bps.GenericWorkflowJob`]
+            The jobs.
+
+        Returns
+        -------
+        pseudos : `list` [`str`]
+            Their pseudo input names.
+
+        Raises
+        ------
+        WorkflowTranslationError
+            Raised naming the job if a lazy value is missing or cannot be
+            carried.
+        """
+        pseudo_name = group.command.pseudo_name
+        try:
+            if group.base is None:
+                return [pseudo_name(name, name, job.cmdvals) for name, job in zip(names, jobs, strict=True)]
+            base = group.base
+            return [pseudo_name(name, base, job.cmdvals) for name, job in zip(names, jobs, strict=True)]
+        except CommandLineError as exc:
+            raise WorkflowTranslationError(str(exc)) from exc
+
     def _name_jobs(
         self, task_name: str, label: str, names: list[str], pseudos: list[str], order_id: int
-    ) -> list[str]:
+    ) -> None:
         """Give every job of a chunk its dependency-map name and reference.
 
         Each job's reference (its entry in its children's ``dependencies``,
-        as JSON text) and its task are recorded in ``_where``.
+        as JSON text) and its task are recorded in ``_where``; the reference
+        is all that is kept of its map name (see `reference_names`).
 
         Parameters
         ----------
@@ -849,11 +874,6 @@ class IDDSWorkflowGenerator:
             Their pseudo input names.
         order_id : `int`
             Order id of the first job.
-
-        Returns
-        -------
-        name_literals : `list` [`str`]
-            Dependency-map name of each job, as a JSON literal.
 
         Raises
         ------
@@ -871,10 +891,8 @@ class IDDSWorkflowGenerator:
             self._qnode_map.update(zip(placeholders, pseudos, strict=True))
             map_names = placeholders
         self._check_lengths(names, map_names)
-        name_literals = list(map(encode_name, map_names))
-        references = job_references(encode_name(task_name), name_literals)
+        references = job_references(encode_name(task_name), map(encode_name, map_names))
         self._where.update(zip(names, zip(references, itertools.repeat(task_name)), strict=True))
-        return name_literals
 
     def _check_lengths(self, names: list[str], map_names: list[str]) -> None:
         """Check the map names of a chunk against the iDDS name length.
@@ -924,7 +942,8 @@ class IDDSWorkflowGenerator:
         """
         where = self._where
         deps = [[where[p] for p in ps] for ps in map(flat.parents_function(), chunk.names)]
-        entries = map_entries(chunk.name_literals, chunk.order_id, (map(_FIRST, ds) for ds in deps))
+        literals = reference_names(encode_name(chunk.task_name), [where[n][0] for n in chunk.names])
+        entries = map_entries(literals, chunk.order_id, (map(_FIRST, ds) for ds in deps))
         dependency_tasks = set(map(_SECOND, itertools.chain.from_iterable(deps)))
         dependency_tasks.discard(chunk.task_name)
         task = self._task_settings(chunk.group, chunk.jobs)
