@@ -31,6 +31,7 @@ from lsst.ctrl.bps.panda.command_line import (
     export_prefix,
     files_field,
     pseudo_input_name,
+    shell_unsafe,
 )
 from lsst.ctrl.bps.panda.panda_workflow import PandaBpsWmsWorkflow
 from lsst.ctrl.bps.panda.staging import stage_files
@@ -133,17 +134,31 @@ def test_pseudo_names() -> None:
         command.pseudo_name("j", "j", {"qgraphNodeId": "12:30"})
 
 
-@pytest.mark.parametrize("bad", ["a+b", "a:b", "a b", "a\tb", ""])
+@pytest.mark.parametrize(
+    "bad",
+    ["a+b", "a:b", "a b", "a\tb", "", "a$(x)", "a;b", "a`x`", "a'b", 'a"b', "a|b", "a\\b", "~a", "a\x01"],
+)
 def test_check_name_rejects(bad: str) -> None:
     with pytest.raises(CommandLineError, match="'job9'"):
         check_name("job9", "file key", bad)
 
 
-@pytest.mark.parametrize("bad", ["a+b", "a:b", "a b", "it's", "x\n"])
+@pytest.mark.parametrize("bad", ["a+b", "a:b", "a b", "it's", "x\n", "$(x)", "a;b", "a&b", "a>b", "a*"])
 def test_check_value_rejects(bad: str) -> None:
     with pytest.raises(CommandLineError, match="'job9'"):
         check_value("job9", "value", bad)
     assert check_value("job9", "value", "") == ""
+
+
+@pytest.mark.parametrize("good", ["isr_903342_10", "HSC-I", "g~ND_1.2,x", "a/b", "run=1", "100%", "x@y"])
+def test_check_name_accepts_real_names(good: str) -> None:
+    assert check_name("job9", "job name", good) == good
+
+
+def test_shell_unsafe_lists_each_character_once() -> None:
+    assert shell_unsafe("a$(b)$c ~") == "$() "
+    assert shell_unsafe("~home") == "~"
+    assert shell_unsafe("s3://bucket/run_1/") == ""
 
 
 def test_fields() -> None:

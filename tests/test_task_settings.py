@@ -120,10 +120,37 @@ def test_runner_command_one_line_env_kept(tmp_path: Path) -> None:
         ("file:///a/b", "file:///a/b/"),
         ("s3://bucket/run", "s3://bucket/run/"),
         ("davs://host:1094/x/", "davs://host:1094/x/"),
+        ("file:/a/b", "file:///a/b/"),
+        ("file://localhost/a/b", "file:///a/b/"),
+        ("s3://bucket", "s3://bucket/"),
     ],
 )
 def test_normalise_endpoint(given: str, expected: str) -> None:
     assert normalise_endpoint(given) == expected
+
+
+def test_normalise_relative_and_home_paths(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    assert normalise_endpoint("dist/run") == f"file://{tmp_path}/dist/run/"
+    assert normalise_endpoint("~/dist") == f"file://{tmp_path}/home/dist/"
+
+
+@pytest.mark.parametrize(
+    ("given", "why"),
+    [
+        ("file://dist/run", "reads as host 'dist'"),
+        ("file:dist", "relative path"),
+        ("s3:bucket/x", "not an absolute URI"),
+        ("s3:///x", "not an absolute URI"),
+        ("/scratch/dist/$(id)", "'\\$'"),
+        ("/scratch/a b", "' '"),
+        ("s3://b/run;x", "';'"),
+    ],
+)
+def test_bad_endpoint_named_at_prepare(tmp_path: Path, given: str, why: str) -> None:
+    with pytest.raises(PanDAConfigError, match=f"fileDistributionEndPoint.*{why}"):
+        ServiceSettings.from_config(make_config(tmp_path, fileDistributionEndPoint=given))
 
 
 def test_endpoint_resolves_bps_variables(tmp_path: Path) -> None:

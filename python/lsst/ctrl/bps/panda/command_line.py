@@ -49,6 +49,7 @@ __all__ = [
     "export_prefix",
     "files_field",
     "pseudo_input_name",
+    "shell_unsafe",
 ]
 
 import operator
@@ -73,8 +74,15 @@ _VARIABLE = re.compile(r"(?<!\$)\{([A-Za-z_][A-Za-z0-9_]*)\}")
 _ENV = re.compile(r"<ENV:([^<>]+)>")
 _FILE = re.compile(r"<FILE:([^<>]+)>")
 _WMS = re.compile(r"<WMS:([^<>]+)>")
-_FORBIDDEN = re.compile(r"[+:\s]")
-_FORBIDDEN_VALUE = re.compile(r"[+:\s']")
+# Characters a POSIX shell treats specially in an unquoted word. Names and
+# values carried in the pseudo input name reach the worker's shell unquoted
+# (PanDA substitutes ``${IN/L}`` as text), so they must hold none of these.
+SHELL_SPECIAL = "`$;&|<>(){}[]*?!#'\"\\"
+"""Characters refused in job names, labels, file names and carried values."""
+
+_SHELL = re.escape(SHELL_SPECIAL)
+_FORBIDDEN = re.compile(rf"[+:\s{_SHELL}\x00-\x1f\x7f]|^~")
+_UNSAFE = re.compile(rf"[\s{_SHELL}\x00-\x1f\x7f]|^~")
 _NO_VALUE = object()
 
 
@@ -147,10 +155,14 @@ def check_name(job: str, what: str, value: str) -> str:
     Raises
     ------
     CommandLineError
-        Raised if it is empty or contains ``+``, ``:`` or whitespace.
+        Raised if it is empty, contains ``+``, ``:``, whitespace, a control
+        character or a shell metacharacter (`SHELL_SPECIAL`), or starts
+        with ``~``: the name reaches the worker's shell unquoted.
     """
-    if not value or _FORBIDDEN.search(value):
-        raise CommandLineError(job, f"{what} {value!r} must be non-empty without '+', ':' or whitespace")
+    if not value:
+        raise CommandLineError(job, f"{what} must not be empty")
+    if _FORBIDDEN.search(value):
+        raise CommandLineError(job, f"{what} {value!r} {_refusal(value, '+:')}")
     return value
 
 
@@ -174,13 +186,45 @@ def check_value(job: str, what: str, value: str) -> str:
     Raises
     ------
     CommandLineError
-        Raised if it contains ``+``, ``:``, whitespace or a single quote
-        (the decoder splits on the first two and substitutes the value
-        as is into the command, possibly inside quotes).
+        Raised if it contains ``+``, ``:``, whitespace, a control character
+        or a shell metacharacter, or starts with ``~`` (the decoder splits
+        on the first two, the value reaches the worker's shell unquoted in
+        the pseudo input name, and the decoder substitutes it as is into
+        the command, possibly inside quotes).
     """
-    if _FORBIDDEN_VALUE.search(value):
-        raise CommandLineError(job, f"{what} {value!r} must not contain '+', ':', \"'\" or whitespace")
+    if _FORBIDDEN.search(value):
+        raise CommandLineError(job, f"{what} {value!r} {_refusal(value, '+:')}")
     return value
+
+
+def shell_unsafe(value: str) -> str:
+    """Return the characters of a word a shell would not take literally.
+
+    Parameters
+    ----------
+    value : `str`
+        A word placed unquoted in the worker's command (a name, a value,
+        the distribution endpoint).
+
+    Returns
+    -------
+    unsafe : `str`
+        The offending characters, each once, in order (a leading ``~``
+        included); empty if the word is safe.
+    """
+    found = dict.fromkeys(match.group() for match in _UNSAFE.finditer(value))
+    return "".join(found)
+
+
+def _refusal(value: str, separators: str) -> str:
+    """Say which characters of a refused name or value are at fault."""
+    bad = dict.fromkeys(char for char in value if char in separators)
+    bad.update(dict.fromkeys(shell_unsafe(value)))
+    shown = ", ".join(repr(char) for char in bad)
+    return (
+        f"contains {shown}; names and carried values reach the worker's shell unquoted and may not "
+        f"hold '+', ':', whitespace, control characters, any of {SHELL_SPECIAL} or a leading '~'"
+    )
 
 
 def export_prefix(environment: Mapping[str, str]) -> str:
@@ -340,14 +384,14 @@ class ResolvedCommand:
         segments = self.segments
         if len(segments) == 2:  # one lazy name: the usual case (qgraphNodeId)
             value = cmdvals.get(self.lazy[0], _NO_VALUE)
-            if isinstance(value, str) and not _FORBIDDEN_VALUE.search(value):
+            if isinstance(value, str) and not _FORBIDDEN.search(value):
                 return base + segments[0] + value + segments[1]
         parts = [base, segments[0]]
         for index, name in enumerate(self.lazy, 1):
             if name not in cmdvals:
                 raise CommandLineError(job, f"{{{name}}} is in the command line but has no value")
             value = str(cmdvals[name])
-            if _FORBIDDEN_VALUE.search(value):
+            if _FORBIDDEN.search(value):
                 check_value(job, f"value of {name}", value)
             parts.append(value)
             parts.append(segments[index])

@@ -27,7 +27,9 @@ import re
 from collections.abc import Iterable, Mapping
 from types import MappingProxyType
 from typing import Any
+from urllib.parse import urlparse
 
+from .command_line import shell_unsafe
 from .constants import CMD_LINE_TOKEN, DEFAULTS_URI, IDDS_MAX_NAME_LENGTH_DEFAULT
 from .event_service import EventServiceSettings, WorkEventService
 from .exceptions import PanDAConfigError
@@ -35,6 +37,7 @@ from .exceptions import PanDAConfigError
 _LOG = logging.getLogger(__name__)
 
 _SCHEME = re.compile(r"^[a-zA-Z][a-zA-Z\d+\-.]*://")
+_SCHEME_PREFIX = re.compile(r"^([a-zA-Z][a-zA-Z\d+\-.]*):")
 _TEMP_SPACE = "LSST_RUN_TEMP_SPACE"
 
 CUSTOM_JOB_ENDPOINT = "FileDistribution"
@@ -45,22 +48,72 @@ _LABEL_KEYS = ("processingType", "taskType", "prodSourceLabel", "vo")
 
 
 def normalise_endpoint(endpoint: str) -> str:
-    """Return a distribution endpoint as a URI ending in ``/``.
+    """Return a distribution endpoint as an absolute URI ending in ``/``.
 
     Parameters
     ----------
     endpoint : `str`
-        Bare path or URI.
+        Bare path (absolute, relative or ``~``-prefixed) or URI.
 
     Returns
     -------
     uri : `str`
-        ``file://`` added to a bare (absolute or relative) path, then a
+        A bare path made absolute with ``file://`` added (``file:/path``
+        and ``file://localhost/path`` become ``file:///path``), then a
         trailing slash if missing.
+
+    Raises
+    ------
+    ValueError
+        Raised if it cannot name one directory every job reaches: a
+        ``file://`` URI with a host (``file://dist/`` is a relative path
+        read as host ``dist``), ``file:`` with a relative path, another
+        scheme without ``//`` or without a host or bucket, or a word the
+        worker's shell would not take literally.
     """
-    if not _SCHEME.match(endpoint):
-        endpoint = "file://" + os.path.abspath(endpoint)
+    scheme = _SCHEME_PREFIX.match(endpoint)
+    if scheme is None:
+        endpoint = "file://" + os.path.abspath(os.path.expanduser(endpoint))
+    elif scheme.group(1).lower() == "file":
+        endpoint = _file_uri(endpoint)
+    elif not _SCHEME.match(endpoint) or not urlparse(endpoint).netloc:
+        raise ValueError(f"{endpoint!r} is not an absolute URI (expected <scheme>://<host or bucket>/<path>)")
+    unsafe = shell_unsafe(endpoint)
+    if unsafe:
+        raise ValueError(
+            f"{endpoint!r} contains {', '.join(map(repr, unsafe))}, which the worker's shell would not "
+            "take literally (the endpoint is an unquoted argument of every job's command)"
+        )
     return endpoint if endpoint.endswith("/") else endpoint + "/"
+
+
+def _file_uri(endpoint: str) -> str:
+    """Return a ``file:`` endpoint as ``file:///<absolute path>``.
+
+    Parameters
+    ----------
+    endpoint : `str`
+        A URI with the ``file`` scheme.
+
+    Returns
+    -------
+    uri : `str`
+        The same directory as ``file:///...``.
+
+    Raises
+    ------
+    ValueError
+        Raised for a host other than ``localhost`` or a relative path.
+    """
+    parsed = urlparse(endpoint)
+    if parsed.netloc not in ("", "localhost"):
+        raise ValueError(
+            f"{endpoint!r} reads as host {parsed.netloc!r}; a file URI needs three slashes and an "
+            "absolute path (file:///<absolute path>); a bare path, even relative, is accepted too"
+        )
+    if not parsed.path.startswith("/"):
+        raise ValueError(f"{endpoint!r} has a relative path; use file:///<absolute path> or a bare path")
+    return "file://" + parsed.path
 
 
 def _search(config: Any, key: str, opt: dict[str, Any] | None = None) -> Any:
@@ -340,9 +393,12 @@ def _endpoint(config: Any) -> str:
         if fallback is None:
             raise PanDAConfigError(key, f"uses {_TEMP_SPACE}, which is unset, and no default is set")
         raw = fallback
-    endpoint = normalise_endpoint(os.path.expandvars(raw))
-    if re.search(r"\s", endpoint):
-        raise PanDAConfigError(key, f"{endpoint!r} contains whitespace (the decoder splits on it)")
+    try:
+        endpoint = normalise_endpoint(os.path.expandvars(raw))
+    except ValueError as exc:
+        raise PanDAConfigError(key, str(exc)) from exc
+    if endpoint != raw:
+        _LOG.debug("%s %r normalised to %s", key, raw, endpoint)
     return endpoint
 
 
