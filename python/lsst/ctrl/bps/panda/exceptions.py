@@ -18,6 +18,7 @@ __all__ = [
     "PanDAConfigError",
     "PanDAUnreachableError",
     "PandaAuthError",
+    "RunMismatchError",
     "StagingError",
     "SubmissionCheckError",
     "TokenExpiredError",
@@ -130,6 +131,15 @@ class PanDAUnreachableError(IDDSRequestError):
     """The relay could not be reached, timed out or answered with HTTP 5xx.
 
     Read-only commands may be retried after this error; ``submit`` never is.
+    """
+
+
+class RunMismatchError(PanDABpsError):
+    """A submit directory's run is not the request the server would act on.
+
+    Raised when the run was sent to another relay than the current
+    ``PANDA_URL_SSL``, or when the server's request of the recorded id has
+    another name than the recorded one.
     """
 
 

@@ -103,6 +103,10 @@ class PanDAService(BaseWmsService):
                 stage_files(
                     workflow.files_to_stage, workflow.distribution_endpoint, settings.max_copy_workers
                 )
+            # Before sending: a client killed after the server created the
+            # request but before the id is recorded leaves this intent, by
+            # which report/cancel find the run (by its unique request name).
+            workflow.submit_record.record_intent()
             request_id = self.transport.submit(
                 workflow.idds_workflow,
                 max_request_length=settings.max_request_length,

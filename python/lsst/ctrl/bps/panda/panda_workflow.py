@@ -121,7 +121,13 @@ class PandaBpsWmsWorkflow(BaseWmsWorkflow):
         run_attrs = dict(generic_workflow.run_attrs)
         extra: dict[str, Any] = {key: run_attrs.get(attr) for key, attr in _RUN_ATTRS.items()}
         extra.update(site=settings.compute_site, endpoint=settings.file_distribution_endpoint)
-        record = SubmitRecord(settings.run_name, submit_path, generated.tasks, extra=extra)
+        record = SubmitRecord(
+            settings.run_name,
+            submit_path,
+            generated.tasks,
+            extra=extra,
+            request_name=str(generated.idds_workflow.name),
+        )
         workflow = cls(generic_workflow.name, config, settings, generated, record)
         workflow.service_class = service_class
         workflow.run_attrs = run_attrs

@@ -51,6 +51,7 @@ from lsst.ctrl.bps import WmsJobReport, WmsRunReport, WmsSpecificInfo, WmsStates
 
 from .exceptions import IDDSRequestError, PandaAuthError, PanDABpsError, PanDAConfigError
 from .remote_build import BUILD_LABEL
+from .run_lookup import check_relay, check_request_name, recover_request_id
 from .status_mapping import content_state, enum_name, job_state, request_state, transform_state
 from .submit_record import SubmitRecord, find_submit_dir
 
@@ -141,7 +142,7 @@ MAX_REQUEST_ID = 2**63 - 1
 service's databases)."""
 
 
-def resolve_run(wms_id: str | int) -> RunRef:
+def resolve_run(wms_id: str | int, transport: IDDSTransport | None = None) -> RunRef:
     """Resolve a request id or a submit directory.
 
     Parameters
@@ -149,6 +150,10 @@ def resolve_run(wms_id: str | int) -> RunRef:
     wms_id : `str` or `int`
         An iDDS request id, or a submit directory holding
         ``panda_submit_record.json``.
+    transport : `IDDSTransport`, optional
+        How to reach iDDS; with it, a run whose submitting client died
+        before recording the request id is found by its request name
+        (`run_lookup.recover_request_id`).
 
     Returns
     -------
@@ -160,7 +165,9 @@ def resolve_run(wms_id: str | int) -> RunRef:
     ------
     PanDABpsError
         If the id is blank, a number larger than `MAX_REQUEST_ID`, or neither
-        a request id nor a submitted run's directory.
+        a request id nor a submitted run's directory, or if the directory's
+        run was sent to another relay than the one ``PANDA_URL_SSL`` names
+        now.
     """
     given = str(wms_id).strip()
     if not given:
@@ -173,9 +180,12 @@ def resolve_run(wms_id: str | int) -> RunRef:
     if not Path(given).is_dir():
         raise PanDABpsError(f"'{given}' is neither an iDDS request id nor a submit directory")
     record = SubmitRecord.read(given)
-    if record.run_id is None:
+    check_relay(record, given)
+    if record.run_id is not None:
+        return RunRef(given, int(record.run_id), record)
+    if record.submit_started is None or transport is None:
         raise PanDABpsError(f"The run in '{given}' ({record.run_name}) has not been submitted")
-    return RunRef(given, int(record.run_id), record)
+    return RunRef(given, recover_request_id(transport, record, given), record)
 
 
 def _indexed_record(request_id: int) -> SubmitRecord | None:
@@ -224,7 +234,7 @@ def build_run_reports(
     if wms_workflow_id is None:
         return _summaries(transport, user, hist)
     try:
-        ref = resolve_run(wms_workflow_id)
+        ref = resolve_run(wms_workflow_id, transport)
         report = run_report(transport, ref, return_exit_codes, name_failed_jobs=True)
     except (IDDSRequestError, PandaAuthError, PanDAConfigError) as exc:
         return [], f"Cannot report run '{wms_workflow_id}': {exc}"
@@ -307,6 +317,7 @@ def run_report(
     if not rows:
         return None
     head = rows[0]
+    check_request_name(ref.record if not ref.given.isdigit() else None, ref.given, head)
     state = request_state(head.get("status"))
     tasks = _plan_tasks(ref.record, _task_rows(rows), head.get("name"))
     summary = _label_summary(tasks, state)

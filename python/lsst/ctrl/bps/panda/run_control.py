@@ -43,9 +43,11 @@ from .exceptions import (
     PanDABpsError,
     PanDAConfigError,
     PanDAUnreachableError,
+    RunMismatchError,
 )
 from .oidc_token import check_token
 from .reporting import RunRef, request_status_name, resolve_run
+from .run_lookup import check_request_name
 from .status_mapping import ACTIVE_REQUEST_STATES, request_state
 
 if TYPE_CHECKING:
@@ -82,9 +84,16 @@ _CANCEL_POINTLESS = frozenset({"Finished", "SubFinished", "Failed", "Expired", "
 
 
 def _head(transport: IDDSTransport, ref: RunRef) -> dict[str, Any] | None:
-    """Return the request row of a run (no detail), `None` if unknown."""
+    """Return the request row of a run (no detail), `None` if unknown.
+
+    Raises `RunMismatchError` if a submit directory's request on the server
+    has another name than the recorded one (`run_lookup.check_request_name`).
+    """
     rows = transport.get_requests(ref.request_id)
-    return dict(rows[0]) if rows else None
+    if not rows:
+        return None
+    check_request_name(ref.record if not ref.given.isdigit() else None, ref.given, rows[0])
+    return dict(rows[0])
 
 
 def _unknown(ref: RunRef) -> str:
@@ -110,7 +119,7 @@ def get_status(transport: IDDSTransport, wms_id: str) -> tuple[WmsStates, str]:
         Why the state is UNKNOWN, else empty.
     """
     try:
-        ref = resolve_run(wms_id)
+        ref = resolve_run(wms_id, transport)
         head = _head(transport, ref)
     except _SERVICE_ERRORS as exc:
         return WmsStates.UNKNOWN, f"Cannot get the status of run '{wms_id}': {exc}"
@@ -165,12 +174,15 @@ def list_submitted(transport: IDDSTransport, wms_id: str | None, user: str | Non
 def _list_one(transport: IDDSTransport, wms_id: str) -> list[str]:
     """Ids matching one run id or submit directory."""
     try:
-        ref = resolve_run(wms_id)
+        ref = resolve_run(wms_id, transport)
     except PanDABpsError as exc:
         _LOG.error("%s", exc)
         return []
     try:
         head = _head(transport, ref)
+    except RunMismatchError as exc:
+        _LOG.error("%s", exc)
+        return []
     except PanDABpsError as exc:
         _LOG.warning("Cannot look up run '%s': %s", wms_id, exc)
         return [str(ref.request_id)]
@@ -195,7 +207,7 @@ def cancel(transport: IDDSTransport, wms_id: str) -> tuple[bool, str]:
         What happened, or why nothing was done.
     """
     try:
-        ref = resolve_run(wms_id)
+        ref = resolve_run(wms_id, transport)
         head = _head(transport, ref)
         if head is None:
             return False, _unknown(ref)
@@ -230,7 +242,7 @@ def restart(transport: IDDSTransport, wms_id: str) -> tuple[str | None, str | No
         What happened, or why the restart was refused.
     """
     try:
-        ref = resolve_run(wms_id)
+        ref = resolve_run(wms_id, transport)
         head = _head(transport, ref)
         if head is None:
             return None, None, _unknown(ref)

@@ -5,16 +5,21 @@
 """The submit record: what a run's reports need to know from submit time.
 
 ``prepare`` writes ``panda_submit_record.json`` into the submit directory:
-the run name, and for every iDDS task its BPS label and job count.  ``submit``
-adds the request id and appends a line to a per-user run index, so that a
-report by request id finds the submit directory (and so the labels) again.
+the run name, the iDDS request name, and for every iDDS task its BPS label
+and job count.  ``submit`` first records its intent (the relay URL it sends
+to and the time), then sends, then adds the request id and appends a line
+to a per-user run index, so that a report by request id finds the submit
+directory (and so the labels) again.  A client killed between sending and
+recording the id leaves the intent, from which the run is found again by
+its (unique) request name (`run_lookup`).
 """
 
 from __future__ import annotations
 
-__all__ = ["SubmitRecord", "TaskRecord", "find_submit_dir", "run_index_path"]
+__all__ = ["SubmitRecord", "TaskRecord", "current_relay_url", "find_submit_dir", "run_index_path"]
 
 import dataclasses
+import datetime
 import json
 import logging
 import os
@@ -63,6 +68,14 @@ class SubmitRecord:
     extra : `dict` [`str`, `~typing.Any`]
         Other run attributes worth reporting (operator, project, campaign,
         payload, site, distribution endpoint, service URL).
+    request_name : `str` or `None`
+        The name of the iDDS request (the iDDS workflow name); `None` in
+        records written before it was kept.
+    relay_url : `str` or `None`
+        The PanDA relay the run was sent to (``PANDA_URL_SSL`` at submit);
+        `None` until submit starts.
+    submit_started : `str` or `None`
+        When submit started sending (ISO 8601, UTC); `None` before.
     """
 
     run_name: str
@@ -70,6 +83,9 @@ class SubmitRecord:
     tasks: dict[str, TaskRecord]
     run_id: int | None = None
     extra: dict[str, Any] = dataclasses.field(default_factory=dict)
+    request_name: str | None = None
+    relay_url: str | None = None
+    submit_started: str | None = None
 
     @property
     def label_totals(self) -> dict[str, int]:
@@ -78,6 +94,22 @@ class SubmitRecord:
         for task in self.tasks.values():
             totals[task.label] = totals.get(task.label, 0) + task.jobs
         return totals
+
+    @property
+    def name_on_server(self) -> str:
+        """The request name the server knows the run by (`str`)."""
+        return self.request_name or self.run_name
+
+    def record_intent(self) -> None:
+        """Record, before sending, that the run is being submitted and where.
+
+        Writes the relay URL (``PANDA_URL_SSL``, else ``PANDA_URL``) and the
+        current time into the record, so that a client killed before it
+        records the request id leaves enough to find the run by name.
+        """
+        self.relay_url = current_relay_url()
+        self.submit_started = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
+        self.write()
 
     def write(self) -> Path:
         """Write the record into its submit directory.
@@ -132,7 +164,7 @@ class SubmitRecord:
             "run_id": self.run_id,
             "submit_path": self.submit_path,
             "run_name": self.run_name,
-            "service": _service_url(),
+            "service": current_relay_url(),
         }
         line = json.dumps(entry)
         try:
@@ -184,13 +216,19 @@ def find_submit_dir(run_id: int) -> Path | None:
             entry = json.loads(line)
         except ValueError:
             continue
-        if entry.get("run_id") != run_id or entry.get("service") != _service_url():
+        if entry.get("run_id") != run_id or entry.get("service") != current_relay_url():
             continue
         if (Path(entry["submit_path"]) / SUBMIT_RECORD_FILENAME).exists():
             return Path(entry["submit_path"])
     return None
 
 
-def _service_url() -> str | None:
-    """Return the relay URL runs are submitted to, to tell servers apart."""
+def current_relay_url() -> str | None:
+    """Return the relay URL runs are sent to now, to tell servers apart.
+
+    Returns
+    -------
+    url : `str` or `None`
+        ``$PANDA_URL_SSL``, else ``$PANDA_URL``, else `None`.
+    """
     return os.environ.get("PANDA_URL_SSL") or os.environ.get("PANDA_URL")
