@@ -299,7 +299,7 @@ def test_hostile_names_refused_nothing_runs(
     _, _, request_id = submit(tmp_path, "run_benign", f"touch {tmp_path}/benign")
     assert wait_status(service_a, request_id, {"Finished", "Failed"}) == "Finished"
     assert (tmp_path / "benign").exists()
-    # An injected touch would create pwned (or pwned+<rest of the pseudo name>).
+    # An injected touch creates pwned (or pwned+<rest of the pseudo name>).
     assert not list(tmp_path.glob("pwned*"))
 
 

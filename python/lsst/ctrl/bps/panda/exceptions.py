@@ -18,6 +18,7 @@ __all__ = [
     "PanDAConfigError",
     "PanDAUnreachableError",
     "PandaAuthError",
+    "RelayTimeoutError",
     "RunMismatchError",
     "StagingError",
     "SubmissionCheckError",
@@ -140,6 +141,14 @@ class RunMismatchError(PanDABpsError):
     Raised when the run was sent to another relay than the current
     ``PANDA_URL_SSL``, or when the server's request of the recorded id has
     another name than the recorded one.
+    """
+
+
+class RelayTimeoutError(PanDAUnreachableError):
+    """The relay did not accept the connection or answer within its bound.
+
+    The detail names the host and port, the bound and the configuration key
+    and environment variable setting it. Never retried.
     """
 
 

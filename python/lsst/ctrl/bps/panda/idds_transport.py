@@ -67,6 +67,7 @@ __all__ = [
     "unwrap_reply",
 ]
 
+import contextvars
 import io
 import ipaddress
 import logging
@@ -91,8 +92,10 @@ from .exceptions import (
     PandaAuthError,
     PanDAConfigError,
     PanDAUnreachableError,
+    RelayTimeoutError,
     WorkflowTranslationError,
 )
+from .task_settings import RELAY_TIMEOUT_KEYS, RelayTimeouts, relay_timeouts
 
 _LOG = logging.getLogger(__name__)
 
@@ -217,6 +220,8 @@ def is_unreachable_text(text: str) -> bool:
 def _status_error(operation: str, request_id: int | None, status: Any, payload: Any) -> IDDSRequestError:
     text = payload.decode(errors="replace") if isinstance(payload, bytes) else str(payload)
     text = text.strip() or f"empty reply with status {status}"
+    if text.startswith(_TIMEOUT_PREFIX):
+        return RelayTimeoutError(operation, request_id, text)
     if is_unreachable_text(text):
         return PanDAUnreachableError(operation, request_id, f"PanDA relay unreachable: {_truncate(text)}")
     return IDDSRequestError(operation, request_id, _truncate(text))
@@ -369,7 +374,111 @@ def _pandaclient() -> tuple[ModuleType, ModuleType]:
 
     Client.baseURL = url
     Client.baseURLSSL = url_ssl
+    _bound_http(Client)
     return Client, idds_api
+
+
+_TIMEOUT_PREFIX = "timed out: "
+"""Start of the text of a call that hit one of `RelayTimeouts`."""
+
+_CALL_BOUNDS: contextvars.ContextVar[tuple[float, float, str] | None] = contextvars.ContextVar(
+    "relay_call_bounds", default=None
+)
+"""(connect, read, which read key) of the call this thread is making."""
+
+
+@contextmanager
+def _bounded(timeouts: RelayTimeouts, command: str) -> Iterator[None]:
+    """Bound the panda-client HTTP requests made inside the block.
+
+    Parameters
+    ----------
+    timeouts : `RelayTimeouts`
+        The bounds.
+    command : `str`
+        The command (``submit`` and ``putFile`` get the submit bound).
+    """
+    which = "submit" if command in ("submit", "putFile") else "read"
+    token = _CALL_BOUNDS.set((timeouts.connect, getattr(timeouts, which), which))
+    try:
+        yield
+    finally:
+        _CALL_BOUNDS.reset(token)
+
+
+def _timeout_text(exc: Exception, url: Any, bounds: tuple[float, float, str]) -> str:
+    """Say which host did not answer, within what, and how to change it."""
+    import httpx
+
+    parsed = urlparse(str(url))
+    where = f"{parsed.hostname}:{parsed.port or (443 if parsed.scheme == 'https' else 80)}"
+    connect, read, which = bounds
+    if isinstance(exc, httpx.ConnectTimeout):
+        key, variable = RELAY_TIMEOUT_KEYS["connect"]
+        return (
+            f"{_TIMEOUT_PREFIX}PanDA relay {where} accepted no connection within {connect:g} s "
+            f"(connect timeout: {key} / {variable})"
+        )
+    key, variable = RELAY_TIMEOUT_KEYS[which]
+    return (
+        f"{_TIMEOUT_PREFIX}PanDA relay {where} did not answer within {read:g} s "
+        f"(read timeout: {key} / {variable})"
+    )
+
+
+def _bound_http(client_module: ModuleType) -> None:
+    """Make panda-client's HTTP clients honour `_CALL_BOUNDS`.
+
+    panda-client builds one ``httpx.Client(timeout=600)`` per request (in
+    ``pandaclient.Client``); its ``httpx`` name is pointed, once, at a
+    stand-in whose ``Client`` applies the bounds of the current call (none
+    outside `_bounded`: panda-client's own 600 s) and turns a timeout into
+    an error naming the host and the bound.
+
+    Parameters
+    ----------
+    client_module : `types.ModuleType`
+        ``pandaclient.Client``.
+    """
+    real = getattr(client_module, "httpx", None)
+    if real is None or isinstance(real, _HttpxStandIn):
+        if real is None:
+            _LOG.warning("pandaclient.Client does not use httpx: relay calls are not bounded")
+        return
+    setattr(client_module, "httpx", _HttpxStandIn(real))  # noqa: B010 (attribute of another module)
+
+
+class _HttpxStandIn:
+    """The ``httpx`` module as panda-client sees it: bounded clients."""
+
+    def __init__(self, real: ModuleType) -> None:
+        self._real = real
+        self.Client = _bounded_client_class(real)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._real, name)
+
+
+def _bounded_client_class(httpx: ModuleType) -> type:
+    """Return an ``httpx.Client`` subclass applying `_CALL_BOUNDS`."""
+
+    class BoundedClient(httpx.Client):  # type: ignore[name-defined]
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            self._bounds = _CALL_BOUNDS.get()
+            if self._bounds is not None:
+                connect, read, _ = self._bounds
+                kwargs["timeout"] = httpx.Timeout(read, connect=connect)
+            super().__init__(*args, **kwargs)
+
+        def request(self, method: str, url: Any, **kwargs: Any) -> Any:
+            try:
+                return super().request(method, url, **kwargs)
+            except httpx.TimeoutException as exc:
+                if self._bounds is None:
+                    raise
+                raise type(exc)(_timeout_text(exc, url, self._bounds)) from exc
+
+    return BoundedClient
 
 
 def cache_url(name: str) -> str:
@@ -487,6 +596,10 @@ class PanDARelayTransport:
         Backoff of read-only commands on transient failures.
     sleep : callable, optional
         Called with the delay in seconds between tries (`time.sleep`).
+    timeouts : `RelayTimeouts`, optional
+        Bounds of every call; by default `task_settings.relay_timeouts`
+        of no configuration (environment, then packaged defaults), read
+        at the first call.
     """
 
     def __init__(
@@ -494,10 +607,19 @@ class PanDARelayTransport:
         idds_host: str | None = None,
         retry: RetryPolicy | None = None,
         sleep: Callable[[float], None] = time.sleep,
+        timeouts: RelayTimeouts | None = None,
     ) -> None:
         self.idds_host = idds_host or None
         self.retry_policy = retry or RetryPolicy()
         self._sleep = sleep
+        self._timeouts = timeouts
+
+    @property
+    def timeouts(self) -> RelayTimeouts:
+        """Bounds of every relay call (`RelayTimeouts`)."""
+        if self._timeouts is None:
+            self._timeouts = relay_timeouts()
+        return self._timeouts
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(idds_host={self.idds_host!r})"
@@ -517,7 +639,7 @@ class PanDARelayTransport:
                 dumper or json_dumps, idds_host=self.idds_host, compress=True, manager=True
             )
             method = getattr(api, command)
-        with _quiet_stdout():
+        with _quiet_stdout(), _bounded(self.timeouts, command):
             try:
                 reply = method(**kwargs)
             except SystemExit as exc:
@@ -542,6 +664,8 @@ class PanDARelayTransport:
             try:
                 return unwrap_reply(command, request_id, self._raw_call(command, kwargs, dumper))
             except PanDAUnreachableError as exc:
+                if isinstance(exc, RelayTimeoutError):
+                    raise  # a relay that did not answer in time is not asked again
                 if attempt == attempts:
                     if attempts > 1:
                         raise PanDAUnreachableError(
@@ -625,7 +749,7 @@ class PanDARelayTransport:
         try:
             result = self._call("submit", kwargs, None, dumper)
         except PanDAUnreachableError as exc:
-            raise PanDAUnreachableError(
+            raise type(exc)(
                 "submit",
                 None,
                 f"{exc.detail}; not retried: the request may still have been created, "
@@ -799,7 +923,7 @@ class PanDARelayTransport:
         """One ``putFile``; return the name the file has in the cache."""
         client, _ = _pandaclient()
         _sync_cache_urls(client)
-        with _quiet_stdout():
+        with _quiet_stdout(), _bounded(self.timeouts, "putFile"):
             status, out = client.putFile(path, False)
         text = out.decode(errors="replace") if isinstance(out, bytes) else str(out)
         _LOG.debug("putFile %s -> %s %s", path, status, _truncate(text))
@@ -857,11 +981,19 @@ def transport_from_config(config: Any) -> PanDARelayTransport:
     Returns
     -------
     transport : `PanDARelayTransport`
-        The transport; nothing is contacted or checked yet.
+        The transport, its calls bounded by `task_settings.relay_timeouts`
+        of the configuration; nothing is contacted yet.
+
+    Raises
+    ------
+    PanDAConfigError
+        If a relay timeout is not a positive number of seconds.
     """
     idds_host: Any = None
     if hasattr(config, "search"):
         _, idds_host = config.search("iddsServer", opt={"default": None})
     elif isinstance(config, dict):
         idds_host = config.get("iddsServer")
-    return PanDARelayTransport(idds_host=str(idds_host) if idds_host else None)
+    return PanDARelayTransport(
+        idds_host=str(idds_host) if idds_host else None, timeouts=relay_timeouts(config)
+    )

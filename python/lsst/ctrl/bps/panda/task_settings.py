@@ -17,7 +17,16 @@ as a `PanDAConfigError` naming the key.
 
 from __future__ import annotations
 
-__all__ = ["CUSTOM_JOB_ENDPOINT", "LabelSettings", "ServiceSettings", "TaskSettings", "normalise_endpoint"]
+__all__ = [
+    "CUSTOM_JOB_ENDPOINT",
+    "RELAY_TIMEOUT_KEYS",
+    "LabelSettings",
+    "RelayTimeouts",
+    "ServiceSettings",
+    "TaskSettings",
+    "normalise_endpoint",
+    "relay_timeouts",
+]
 
 import dataclasses
 import functools
@@ -686,3 +695,83 @@ class ServiceSettings:
             return self.labels[label]
         except KeyError as exc:
             raise PanDAConfigError("label", f"settings of label {label!r} were not read") from exc
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class RelayTimeouts:
+    """Bounds of one call to the PanDA relay, in seconds.
+
+    Parameters
+    ----------
+    connect : `float`
+        Waiting for the TCP (and TLS) connection (``relayConnectTimeout``).
+    read : `float`
+        Waiting for the reply to any command but ``submit``
+        (``relayReadTimeout``); also bounds sending the request.
+    submit : `float`
+        Waiting for the reply to ``submit``, whose request may be hundreds
+        of MB (``relaySubmitTimeout``).
+    """
+
+    connect: float
+    read: float
+    submit: float
+
+
+# Field of RelayTimeouts -> (configuration key, environment variable).
+RELAY_TIMEOUT_KEYS = {
+    "connect": ("relayConnectTimeout", "CTRL_BPS_PANDA_CONNECT_TIMEOUT"),
+    "read": ("relayReadTimeout", "CTRL_BPS_PANDA_READ_TIMEOUT"),
+    "submit": ("relaySubmitTimeout", "CTRL_BPS_PANDA_SUBMIT_TIMEOUT"),
+}
+
+
+def relay_timeouts(config: Any = None) -> RelayTimeouts:
+    """Read the relay call bounds.
+
+    ``bps report``, ``status``, ``cancel`` and ``restart`` build the
+    service from an empty configuration, so each bound is taken from its
+    environment variable if set, else from the configuration, else from
+    ``etc/panda_defaults.yaml``.
+
+    Parameters
+    ----------
+    config : `lsst.ctrl.bps.BpsConfig` or `dict`, optional
+        The configuration, if any.
+
+    Returns
+    -------
+    timeouts : `RelayTimeouts`
+        The bounds.
+
+    Raises
+    ------
+    PanDAConfigError
+        Raised naming the variable or key whose value is not a positive
+        number of seconds.
+    """
+    values: dict[str, float] = {}
+    for field, (key, variable) in RELAY_TIMEOUT_KEYS.items():
+        raw: Any = os.environ.get(variable, "").strip()
+        source = variable
+        if not raw:
+            raw, source = _config_value(config, key), key
+        try:
+            seconds = float(raw)
+        except (TypeError, ValueError) as exc:
+            raise PanDAConfigError(source, f"{raw!r} is not a number of seconds") from exc
+        if not seconds > 0 or seconds == float("inf"):
+            raise PanDAConfigError(source, f"must be a positive number of seconds, got {raw!r}")
+        values[field] = seconds
+    return RelayTimeouts(**values)
+
+
+def _config_value(config: Any, key: str) -> Any:
+    """Return a root value of a configuration, else its packaged default."""
+    if hasattr(config, "search"):
+        found, value = config.search(key)
+        if found:
+            return value
+    elif isinstance(config, Mapping) and key in config:
+        return config[key]
+    return _packaged_defaults()[key]
