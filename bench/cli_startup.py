@@ -4,7 +4,8 @@
 # this distribution.
 """Wall time of ``panda-local`` commands that only ask the running service.
 
-Starts a local service in a temporary state directory, then times each
+Starts a local service in a temporary state directory and runs a 20-job
+workflow to its end (``{run}`` in a command is its id), then times each
 command run as the installed console script (``panda-local`` beside this
 Python) and, for comparison, as ``python -m lsst.ctrl.bps.panda.local.cli``
 (what the console script imported before it deferred ``lsst.ctrl.bps``'s
@@ -30,7 +31,7 @@ import sys
 import tempfile
 import time
 
-from lsst.ctrl.bps.panda.local.testing import LocalService
+from lsst.ctrl.bps.panda.local.testing import JobDef, LocalService, WorkDef, build_workflow
 
 
 def _forms() -> dict[str, list[str]]:
@@ -98,10 +99,19 @@ def _print(command: str, form: str, times: list[float]) -> None:
     }), flush=True)  # fmt: skip
 
 
+def _finished_run(service: LocalService) -> int:
+    """Run 20 jobs to their end; return the run id (``{run}``)."""
+    works = [WorkDef("bench_01_a", "true", tuple(JobDef(f"a{i}") for i in range(20)))]
+    client = service.client()
+    run = int(client.result("submit", build_workflow("bench_cli", works)))
+    client.wait(run, timeout=120)
+    return run
+
+
 def main() -> None:
     """Time the commands and print the results."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("commands", nargs="*", default=["status", "env"])
+    parser.add_argument("commands", nargs="*", default=["status", "env", "jobs {run}", "watch {run}"])
     parser.add_argument("--repeat", type=int, default=7)
     parser.add_argument("--start", type=int, default=0, help="Also time this many start/stop cycles.")
     args = parser.parse_args()
@@ -110,9 +120,11 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="cli-startup-") as state:
         service = LocalService(state, workers=1).start()
         try:
+            run = _finished_run(service)
             for command in args.commands:
+                argv = command.format(run=run).split()
                 for form, prefix in _forms().items():
-                    times = time_command([*prefix, *command.split(), "--state-dir", state], args.repeat)
+                    times = time_command([*prefix, *argv, "--state-dir", state], args.repeat)
                     _print(command, form, times)
         finally:
             service.stop()
