@@ -22,16 +22,12 @@ say() { printf '\n==> %s\n' "$*"; }
 # A previous demo's service (if any) is stopped before its directory goes.
 [ -d "$state" ] && panda-local stop --state-dir "$state" >/dev/null 2>&1 || true
 rm -rf "$demo" && mkdir -p "$demo"
-cp "$here/demo/pipeline.yaml" "$here/demo/bps_fail.yaml" "$demo/"
-export PIPELINE="$demo/pipeline.yaml" REPO="$demo/repo" SUBMIT="$demo/submit" DIST="$demo/dist"
-export LOCAL_OVERLAY="$here/config/bps_local.yaml"
-python -c 'import os,string,sys; sys.stdout.write(string.Template(sys.stdin.read()).substitute(os.environ))' \
-    < "$here/demo/bps_demo.yaml.in" > "$demo/bps_demo.yaml"
+export REPO="$demo/repo"
 # The run index of this demo stays inside the demo directory.
 export CTRL_BPS_PANDA_RUN_INDEX="$demo/runs.jsonl"
 
-say "Building a butler repo with $ndet detector(s) in $REPO"
-python "$here/demo/make_repo.py" "$REPO" "$PIPELINE" --detectors "$ndet"
+say "Writing the demo files and a butler repo with $ndet detector(s) into $demo"
+python "$here/demo/prepare.py" "$demo" --detectors "$ndet"
 
 say "Starting the local PanDA service (state in $state)"
 workers=()
