@@ -20,6 +20,7 @@ from __future__ import annotations
 
 __all__ = [
     "BUILD_LABEL",
+    "BuildTaskSettings",
     "BuildWorkflow",
     "build_task_settings",
     "make_build_workflow",
