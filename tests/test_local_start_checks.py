@@ -102,3 +102,14 @@ def test_start_on_a_read_only_filesystem(mount_point: Path, sub: str) -> None:
 def test_start_on_a_tiny_filesystem(mount_point: Path) -> None:
     _mount(mount_point, "size=64k,mode=0700")
     _assert_one_line_refusal(_start(mount_point), "64 KiB free", "needs at least 8 MiB")
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root ignores permissions; the tmpfs tests cover root")
+def test_start_in_a_directory_it_cannot_write(tmp_path: Path) -> None:
+    locked = tmp_path / "locked"
+    locked.mkdir(mode=0o500)
+    try:
+        done = _start(locked / "state")
+        _assert_one_line_refusal(done, str(locked / "state"), "Permission denied")
+    finally:
+        os.chmod(locked, 0o700)
