@@ -137,3 +137,17 @@ def test_remote_build_errors_reach_bps_report(
     assert re.search(r"build_task(\s+\d+){9}\s+1", report), report  # FAILED 1
     assert "Remote build failed" in report, report
     assert expected in report, report
+
+
+def test_remote_build_splits_a_large_workflow(demo: tuple[Path, dict[str, str]]) -> None:
+    work, env = demo
+    (work / "bps_split.yaml").write_text(
+        "includeConfigs:\n  - bps_remote_local.yaml\nmaxRequestLength: 5000\n"
+    )
+    run_id, status, _ = _submit_and_wait(work, env, "bps_split.yaml")
+    report = _run([str(BIN / "bps"), "report", "--id", run_id], env, work)
+    assert status == 0, report
+    build_logs = list((work / "panda-local" / "jobs" / run_id).rglob("payload.stdout"))
+    assert any("Submitted step 1 of" in log.read_text() for log in build_logs), report
+    for label in ("add1", "add2", "add3"):
+        assert re.search(rf"{label}(\s+\d+){{8}}\s+{DETECTORS}\s+0", report), (label, report)

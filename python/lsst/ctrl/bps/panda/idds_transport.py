@@ -725,6 +725,17 @@ class PanDARelayTransport:
         WorkflowTranslationError
             If the workflow cannot be serialised to JSON.
         """
+        text = self._send_steps(workflow, max_request_length, request_cache)
+        return self._submit_one(workflow, text, step=False)
+
+    def _send_steps(self, workflow: Any, max_request_length: int, request_cache: str) -> str | None:
+        """Submit the steps of a workflow too large for one request.
+
+        Returns
+        -------
+        text : `str` or `None`
+            The workflow's JSON when it was not split, else `None`.
+        """
         from idds.common.utils import json_dumps
 
         try:
@@ -741,7 +752,7 @@ class PanDARelayTransport:
                 _LOG.info("Submitted step %d of %d of workflow %s", number, len(steps), workflow.name)
             if steps:
                 text = None  # the split changed the workflow
-        return self._submit_one(workflow, text, step=False)
+        return text
 
     def _submit_one(self, workflow: Any, text: str | None, step: bool) -> int:
         kwargs = {"workflow": workflow, "username": None, "use_dataset_name": False}
@@ -855,8 +866,14 @@ class PanDARelayTransport:
             raise IDDSRequestError("submit_build", None, f"no request id: {_truncate(result)}")
         return result
 
-    def update_build_request(self, request_id: int, signature: str, workflow: Any) -> Any:
+    def update_build_request(
+        self, request_id: int, signature: str, workflow: Any, *, max_request_length: int = 0,
+        request_cache: str = "",
+    ) -> Any:  # fmt: skip
         """Send the workflow built by a build job into its build request.
+
+        A workflow whose JSON is longer than ``max_request_length`` is
+        split first and its steps submitted, as `submit` does.
 
         Parameters
         ----------
@@ -866,6 +883,10 @@ class PanDARelayTransport:
             ``IDDS_BUIL_SIGNATURE`` of the build job.
         workflow : `idds.workflowv2.workflow.Workflow`
             The built workflow.
+        max_request_length : `int`, optional
+            Largest JSON size sent in one request (0: never split).
+        request_cache : `str`, optional
+            Directory where the split writes dependency maps.
 
         Returns
         -------
@@ -877,8 +898,10 @@ class PanDARelayTransport:
         IDDSRequestError
             If refused (unknown request, bad signature, invalid workflow).
         """
-        kwargs = {"request_id": request_id, "signature": signature, "workflow": workflow}
-        return self._call("update_build_request", kwargs, request_id)
+        text = self._send_steps(workflow, max_request_length, request_cache)
+        kwargs = {"workflow": workflow, "request_id": request_id, "signature": signature}
+        dumper = _PresetDumper(workflow, text) if text is not None else None
+        return self._call("update_build_request", kwargs, request_id, dumper)
 
     def put_cache_file(self, path: str) -> str:
         """Upload a file to the PanDA cache with panda-client's ``putFile``.

@@ -19,10 +19,12 @@ environment carries ``IDDS_BUILD_REQUEST_ID`` and ``IDDS_BUIL_SIGNATURE``
 It extracts the archive into the working directory, runs ctrl_bps's
 ``prepare_driver`` there (quantum graph, transform, prepare with this
 plugin), stages the jobs' files to the distribution endpoint and sends the
-workflow into the build request with ``update_build_request``. Exit codes:
-0 on success; the code of a failed ``bps`` subprocess (``128 + n`` when
-negative); `EXIT_USAGE` for bad arguments or a missing variable; 1 for any
-other failure, with its message as the last lines of the log.
+workflow into the build request with ``update_build_request`` (its steps
+first when it is longer than ``maxRequestLength``, as a normal submit).
+Exit codes: 0 on success; the code of a failed ``bps`` subprocess
+(``128 + n`` when negative); `EXIT_USAGE` for bad arguments or a missing
+variable; 1 for any other failure, with its message as the last lines of
+the log.
 """
 
 from __future__ import annotations
@@ -61,7 +63,11 @@ def _send(workflow: Any, request_id: int, signature: str) -> Any:
     if workflow.files_to_stage:
         stage_files(workflow.files_to_stage, workflow.distribution_endpoint, settings.max_copy_workers)
     result = transport_from_config(workflow.config).update_build_request(
-        request_id, signature, workflow.idds_workflow
+        request_id,
+        signature,
+        workflow.idds_workflow,
+        max_request_length=settings.max_request_length,
+        request_cache=workflow.request_cache,
     )
     workflow.record_submission(request_id)
     return result
