@@ -88,6 +88,7 @@ def test_translation_matches_the_existing_plugin(
     )
     assert bytes.fromhex(words[words.index("${IN/L}") - 1]).decode() == expected["command"]
     assert work.task_name == expected["task_name"]
+    assert (work.processingType, work.task_type) == (expected["processing_type"], expected["task_type"])
     assert [entry["name"] for entry in work.dependency_map] == [e["name"] for e in expected["dependency_map"]]
     # Nothing is staged to the endpoint (the existing plugin lists the
     # executable in files_to_pre_stage but skips staging for custom jobs).
