@@ -37,7 +37,10 @@ from typing import Any
 
 os.environ.setdefault("PANDA_BEHIND_REAL_LB", "1")
 
-from lsst.ctrl.bps.panda.local.testing import (
+# The local-service harness lives with the tests (tests/local_harness.py).
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+
+from local_harness import (
     JobDef,
     LocalService,
     WorkDef,

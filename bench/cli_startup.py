@@ -30,8 +30,12 @@ import subprocess
 import sys
 import tempfile
 import time
+from pathlib import Path
 
-from lsst.ctrl.bps.panda.local.testing import JobDef, LocalService, WorkDef, build_workflow
+# The local-service harness lives with the tests (tests/local_harness.py).
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+
+from local_harness import JobDef, LocalService, WorkDef, build_workflow
 
 
 def _forms() -> dict[str, list[str]]:

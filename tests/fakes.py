@@ -31,10 +31,9 @@ from idds.common.constants import (
 )
 
 from lsst.ctrl.bps.panda.exceptions import IDDSRequestError
+from lsst.ctrl.bps.panda.idds_model import COUNTER_BUCKETS, DATE_FORMAT, JOB_TERMINAL, bucket_of
 
 DATA = Path(__file__).parent / "data"
-
-_DATE = "%a, %d %b %Y %H:%M:%S UTC"
 
 
 def load_sample(name: str) -> list[dict[str, Any]]:
@@ -48,21 +47,9 @@ DETAIL_TEMPLATE = load_sample("relay-get_requests-detail.response.json")[0]
 NODETAIL_TEMPLATE = load_sample("relay-get_requests-nodetail.response.json")[0]
 DETAIL_ONLY_KEYS = sorted(set(DETAIL_TEMPLATE) - set(NODETAIL_TEMPLATE))
 
-JOB_TERMINAL = frozenset(
-    {ContentStatus.Available, ContentStatus.FinalFailed, ContentStatus.Missing, ContentStatus.Cancelled}
-)
 _RETRYABLE = frozenset(
     {ContentStatus.Failed, ContentStatus.FinalFailed, ContentStatus.Missing, ContentStatus.Cancelled}
 )
-_BUCKET = {
-    ContentStatus.Available: "processed",
-    ContentStatus.New: "new",
-    ContentStatus.Failed: "failed",
-    ContentStatus.FinalFailed: "failed",
-    ContentStatus.Missing: "missing",
-    ContentStatus.Processing: "processing",
-    ContentStatus.Activated: "activated",
-}
 _JOB_STATUS = {
     ContentStatus.New: None,
     ContentStatus.PreProcessing: "defined",
@@ -94,7 +81,7 @@ def enum_dict(member: Enum) -> dict[str, Any]:
 
 def fmt_date(when: datetime.datetime | None) -> str | None:
     """Format a date the way iDDS does."""
-    return when.strftime(_DATE) if when is not None else None
+    return when.strftime(DATE_FORMAT) if when is not None else None
 
 
 @dataclasses.dataclass
@@ -426,12 +413,10 @@ class FakeIDDSServer:
         return row
 
     def _counters(self, prefix: str, task: FakeTask) -> dict[str, int | None]:
-        counts = dict.fromkeys(
-            ("processed", "new", "preprocessing", "activated", "failed", "missing", "processing"), 0
-        )
+        counts = dict.fromkeys(COUNTER_BUCKETS, 0)
         if task.workload_id is not None:
             for job in task.jobs:
-                counts[_BUCKET.get(job.status, "preprocessing")] += 1
+                counts[bucket_of(job.status)] += 1
         total = len(task.jobs) if task.workload_id is not None else 0
         out: dict[str, int | None] = {f"{prefix}_total_files": total}
         for key, value in counts.items():

@@ -33,12 +33,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from local_harness import LocalService
 from run_helpers import prepare, shell_workflow
 
 from lsst.ctrl.bps import WmsStates
 from lsst.ctrl.bps.panda import PanDAService
 from lsst.ctrl.bps.panda.exceptions import PanDAConfigError, WorkflowTranslationError
-from lsst.ctrl.bps.panda.local.testing import LocalService
 from lsst.ctrl.bps.panda.submit_record import SubmitRecord
 
 pytestmark = pytest.mark.timeout(300)

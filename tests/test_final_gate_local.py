@@ -18,11 +18,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from local_harness import LocalService
 from prepare_helpers import make_config, split_label_workflow
 
 from lsst.ctrl.bps import WmsStates
 from lsst.ctrl.bps.panda import PanDAService, run_control
-from lsst.ctrl.bps.panda.local.testing import LocalService
 
 pytestmark = pytest.mark.timeout(300)
 

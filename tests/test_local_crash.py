@@ -17,9 +17,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from local_harness import JobDef, LocalService, RelayClient, WorkDef, build_workflow
 
 from lsst.ctrl.bps.panda.local.server import pid_alive
-from lsst.ctrl.bps.panda.local.testing import JobDef, LocalService, RelayClient, WorkDef, build_workflow
 
 pytestmark = pytest.mark.timeout(120)
 

@@ -19,9 +19,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from local_harness import JobDef, LocalService, RelayClient, WorkDef, build_workflow
 
 from lsst.ctrl.bps.panda.local.event_service import SCAN_FACTOR, EventService
-from lsst.ctrl.bps.panda.local.testing import JobDef, LocalService, RelayClient, WorkDef, build_workflow
 
 pytestmark = pytest.mark.timeout(180)
 

@@ -22,8 +22,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-
-from lsst.ctrl.bps.panda.local.testing import JobDef, LocalService, RelayClient, WorkDef, build_workflow
+from local_harness import JobDef, LocalService, RelayClient, WorkDef, build_workflow
 
 pytestmark = pytest.mark.timeout(180)
 

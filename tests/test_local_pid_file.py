@@ -16,10 +16,10 @@ import sys
 from pathlib import Path
 
 import pytest
+from local_harness import LocalService
 
 from lsst.ctrl.bps.panda.local.layout import StateLayout
 from lsst.ctrl.bps.panda.local.pidfile import ServiceProcess, process_start_time
-from lsst.ctrl.bps.panda.local.testing import LocalService
 
 pytestmark = pytest.mark.timeout(120)
 

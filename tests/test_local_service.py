@@ -26,8 +26,7 @@ from pathlib import Path
 import httpx
 import pytest
 from idds.common.utils import json_dumps
-
-from lsst.ctrl.bps.panda.local.testing import JobDef, LocalService, RelayClient, WorkDef, build_workflow
+from local_harness import JobDef, LocalService, RelayClient, WorkDef, build_workflow
 
 pytestmark = pytest.mark.timeout(120)
 

@@ -19,9 +19,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from local_harness import LocalService
 
 from lsst.ctrl.bps.panda.local.layout import StateLayout
-from lsst.ctrl.bps.panda.local.testing import LocalService
 
 pytestmark = pytest.mark.timeout(180)
 

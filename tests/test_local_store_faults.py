@@ -23,8 +23,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-
-from lsst.ctrl.bps.panda.local.testing import JobDef, LocalService, RelayClient, WorkDef, build_workflow
+from local_harness import JobDef, LocalService, RelayClient, WorkDef, build_workflow
 
 pytestmark = pytest.mark.timeout(240)
 

@@ -23,8 +23,7 @@ from typing import Any
 
 import httpx
 import pytest
-
-from lsst.ctrl.bps.panda.local.testing import LocalService, RelayClient
+from local_harness import LocalService, RelayClient
 
 pytestmark = pytest.mark.timeout(120)
 

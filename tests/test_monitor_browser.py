@@ -25,8 +25,7 @@ from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
-
-from lsst.ctrl.bps.panda.local.testing import JobDef, LocalService, RelayClient, WorkDef, build_workflow
+from local_harness import JobDef, LocalService, RelayClient, WorkDef, build_workflow
 
 pytestmark = pytest.mark.timeout(300)
 

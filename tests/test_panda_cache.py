@@ -19,12 +19,12 @@ from pathlib import Path
 
 import httpx
 import pytest
+from local_harness import LocalService
 
 from lsst.ctrl.bps.panda.constants import CACHE_SIZE_LIMIT, CACHE_UPLOAD_PATH
 from lsst.ctrl.bps.panda.edgenode.utils import download_extract_archive
 from lsst.ctrl.bps.panda.exceptions import CacheUploadError
 from lsst.ctrl.bps.panda.idds_transport import PanDARelayTransport, RetryPolicy
-from lsst.ctrl.bps.panda.local.testing import LocalService
 
 pytestmark = pytest.mark.timeout(120)
 

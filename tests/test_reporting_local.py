@@ -15,11 +15,11 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from local_harness import JobDef, LocalService, WorkDef, build_workflow
 
 from lsst.ctrl.bps import WmsRunReport, WmsStates
 from lsst.ctrl.bps.panda import run_control
 from lsst.ctrl.bps.panda.idds_transport import PanDARelayTransport
-from lsst.ctrl.bps.panda.local.testing import JobDef, LocalService, WorkDef, build_workflow
 from lsst.ctrl.bps.panda.reporting import build_run_reports
 from lsst.ctrl.bps.panda.submit_record import SubmitRecord, TaskRecord
 

@@ -25,10 +25,10 @@ from typing import Any
 
 import pytest
 import yaml
+from local_harness import LocalService
 
 from lsst.ctrl.bps import BpsConfig
 from lsst.ctrl.bps.panda import PanDAService
-from lsst.ctrl.bps.panda.local.testing import LocalService
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent

@@ -50,6 +50,7 @@ from idds.common.constants import RequestStatus
 from lsst.ctrl.bps import WmsJobReport, WmsRunReport, WmsSpecificInfo, WmsStates
 
 from .exceptions import IDDSRequestError, PandaAuthError, PanDABpsError, PanDAConfigError
+from .idds_model import BUCKET_STATUS, DATE_FORMAT
 from .remote_build import BUILD_LABEL
 from .run_lookup import check_relay, check_request_name, recover_request_id
 from .status_mapping import content_state, enum_name, job_state, request_state, transform_state
@@ -62,19 +63,12 @@ _LOG = logging.getLogger(__name__)
 
 _S = WmsStates
 
-_DATE_FORMAT = "%a, %d %b %Y %H:%M:%S UTC"
-
 # Output-collection counter -> the ContentStatus it stands for
-# (doc/wire-protocol.md §10), in
-# the order counts are assigned when the counters exceed the total.  New
-# outputs are split by `_new_buckets`.
-_BUCKETS: tuple[tuple[str, str], ...] = (
-    ("output_processed_files", "Available"),
-    ("output_failed_files", "Failed"),
-    ("output_missing_files", "Missing"),
-    ("output_processing_files", "Processing"),
-    ("output_activated_files", "Activated"),
-    ("output_preprocessing_files", "PreProcessing"),
+# (doc/wire-protocol.md §10), in the order counts are assigned when the
+# counters exceed the total.  New outputs are split by `_new_buckets`.
+_BUCKETS: tuple[tuple[str, str], ...] = tuple(
+    (f"output_{bucket}_files", BUCKET_STATUS[bucket].name)
+    for bucket in ("processed", "failed", "missing", "processing", "activated", "preprocessing")
 )
 
 _NOT_DONE = frozenset({_S.UNREADY, _S.READY, _S.PENDING, _S.RUNNING, _S.UNKNOWN, _S.MISFIT})
@@ -704,7 +698,7 @@ def _recent(row: Mapping[str, Any], cutoff: datetime.datetime) -> bool:
         return True
     stamp = row.get("updated_at") or row.get("created_at")
     try:
-        when = datetime.datetime.strptime(str(stamp), _DATE_FORMAT).replace(tzinfo=datetime.UTC)
+        when = datetime.datetime.strptime(str(stamp), DATE_FORMAT).replace(tzinfo=datetime.UTC)
     except ValueError:
         _LOG.debug("Unreadable date %r of request %s", stamp, row.get("request_id"))
         return True

@@ -45,6 +45,7 @@ from .exceptions import (
     PanDAUnreachableError,
     RunMismatchError,
 )
+from .idds_model import REQUEST_FINAL, names
 from .oidc_token import check_token
 from .reporting import RunRef, request_status_name, resolve_run
 from .run_lookup import check_request_name
@@ -79,8 +80,9 @@ _AUTH_HINTS = (
 # come from the id itself and are reported as they are.
 _SERVICE_ERRORS = (IDDSRequestError, PandaAuthError, PanDAConfigError)
 
-# Request statuses after which a cancel has nothing left to stop.
-_CANCEL_POINTLESS = frozenset({"Finished", "SubFinished", "Failed", "Expired", "Cancelled"})
+# Request statuses after which a cancel has nothing left to stop: the final
+# ones (a suspended request still holds work a cancel can stop).
+_CANCEL_POINTLESS = names(REQUEST_FINAL)
 
 
 def _head(transport: IDDSTransport, ref: RunRef) -> dict[str, Any] | None:

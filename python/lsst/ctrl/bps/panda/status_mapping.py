@@ -31,6 +31,8 @@ from idds.common.constants import ContentStatus, RequestStatus, TransformStatus
 
 from lsst.ctrl.bps import WmsStates
 
+from .idds_model import REQUEST_TERMINAL, names
+
 _LOG = logging.getLogger(__name__)
 
 _S = WmsStates
@@ -110,9 +112,7 @@ _JOB: dict[str, WmsStates] = {
     "cancelled": _S.DELETED,
 }
 
-TERMINAL_REQUEST_STATES = frozenset(
-    {"Finished", "SubFinished", "Failed", "Expired", "Cancelled", "Suspended"}
-)
+TERMINAL_REQUEST_STATES = names(REQUEST_TERMINAL)
 """Request status names after which iDDS does no more work (`frozenset`)."""
 
 ACTIVE_REQUEST_STATES = frozenset(_REQUEST) - TERMINAL_REQUEST_STATES

@@ -25,20 +25,16 @@ from typing import Any
 from idds.common.constants import ContentStatus, RequestStatus, TransformStatus
 from sqlalchemy import Connection, bindparam, func, select, update
 
+from lsst.ctrl.bps.panda.idds_model import JOB_TERMINAL, REQUEST_TERMINAL, TRANSFORM_TERMINAL
+
 from .event_service import EventService, stored_event_services
-from .statuses import JOB_TERMINAL, TRANSFORM_TERMINAL, condition_value, request_status, transform_status
+from .statuses import condition_value, request_status, transform_status
 from .store import JOB_COLUMNS, conditions, deps, jobs, requests, transforms
 
 _LOG = logging.getLogger(__name__)
 
 _RUNNABLE = (ContentStatus.Activated, ContentStatus.Failed)
 _RETRYABLE = (ContentStatus.FinalFailed, ContentStatus.Missing, ContentStatus.Cancelled)
-_REQUEST_TERMINAL = (
-    RequestStatus.Finished,
-    RequestStatus.SubFinished,
-    RequestStatus.Failed,
-    RequestStatus.Cancelled,
-)
 
 
 @dataclass
@@ -193,7 +189,7 @@ class RunGraph:
         request_ids : `list` [`int`]
             Ids in ascending order.
         """
-        done = [status.value for status in _REQUEST_TERMINAL]
+        done = sorted(status.value for status in REQUEST_TERMINAL)
         query = select(requests.c.request_id).where(requests.c.status.not_in(done)).order_by("request_id")
         return [row[0] for row in conn.execute(query)]
 
@@ -552,7 +548,7 @@ class RunGraph:
             Attempts that were running and must be killed.
         """
         req = self.requests.get(request_id)
-        if req is None or req.status in _REQUEST_TERMINAL:
+        if req is None or req.status in REQUEST_TERMINAL:
             return []
         req.aborted = True
         to_kill = []
@@ -590,7 +586,7 @@ class RunGraph:
         if request_id not in self.requests:
             self.load(conn, request_id)
         req = self.requests.get(request_id)
-        if req is None or req.status not in _REQUEST_TERMINAL:
+        if req is None or req.status not in REQUEST_TERMINAL:
             return False
         reset = [
             self.jobs[job_id]
@@ -691,7 +687,7 @@ class RunGraph:
         if new != req.status:
             req.status = new
             self._dirty_requests.add(req.request_id)
-            if new in _REQUEST_TERMINAL:
+            if new in REQUEST_TERMINAL:
                 _LOG.info("Request %d ended %s: %s", req.request_id, new.name, self._job_counts(req))
 
     def _job_counts(self, req: RequestState) -> str:
@@ -756,7 +752,7 @@ class RunGraph:
 
     def drop_terminated(self) -> None:
         """Forget requests that have terminated (they are all in the store)."""
-        for request_id in [r for r, req in self.requests.items() if req.status in _REQUEST_TERMINAL]:
+        for request_id in [r for r, req in self.requests.items() if req.status in REQUEST_TERMINAL]:
             self.unload(request_id)
 
 

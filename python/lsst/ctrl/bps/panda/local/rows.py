@@ -36,9 +36,11 @@ from idds.common.constants import (
 )
 from sqlalchemy import Connection, func, select
 
+from lsst.ctrl.bps.panda.idds_model import TRANSFORM_TERMINAL
+
 from .event_service import stored_event_services
 from .layout import StateLayout
-from .statuses import TRANSFORM_TERMINAL, counters
+from .statuses import counters
 from .store import jobs, requests, transforms
 from .wire import enum_dict, format_date, format_period
 

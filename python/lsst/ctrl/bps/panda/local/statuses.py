@@ -14,9 +14,6 @@ succeed, ``Cancelled`` aborted.
 from __future__ import annotations
 
 __all__ = [
-    "COUNTER_BUCKETS",
-    "JOB_TERMINAL",
-    "TRANSFORM_TERMINAL",
     "condition_value",
     "counters",
     "request_status",
@@ -28,39 +25,7 @@ from typing import Any
 
 from idds.common.constants import ContentStatus, RequestStatus, TransformStatus
 
-JOB_TERMINAL = frozenset(
-    {ContentStatus.Available, ContentStatus.FinalFailed, ContentStatus.Missing, ContentStatus.Cancelled}
-)
-"""Job statuses that never change without a retry."""
-
-TRANSFORM_TERMINAL = frozenset(
-    {
-        TransformStatus.Finished,
-        TransformStatus.SubFinished,
-        TransformStatus.Failed,
-        TransformStatus.Cancelled,
-        TransformStatus.Expired,
-        TransformStatus.Suspended,
-    }
-)
-
-_BUCKET_OF = {
-    ContentStatus.Available: "processed",
-    ContentStatus.Mapped: "processed",
-    ContentStatus.FakeAvailable: "processed",
-    ContentStatus.New: "new",
-    ContentStatus.Failed: "failed",
-    ContentStatus.FinalFailed: "failed",
-    ContentStatus.SubAvailable: "failed",
-    ContentStatus.FinalSubAvailable: "failed",
-    ContentStatus.Lost: "missing",
-    ContentStatus.Deleted: "missing",
-    ContentStatus.Missing: "missing",
-    ContentStatus.Processing: "processing",
-    ContentStatus.Activated: "activated",
-}
-COUNTER_BUCKETS = ("processed", "new", "preprocessing", "activated", "failed", "missing", "processing")
-"""Counter buckets, ``<prefix>_<bucket>_files`` (doc/wire-protocol.md §10)."""
+from lsst.ctrl.bps.panda.idds_model import COUNTER_BUCKETS, JOB_TERMINAL, TRANSFORM_TERMINAL, bucket_of
 
 _METHOD_STATUSES = {
     "is_finished": {TransformStatus.Finished},
@@ -88,7 +53,7 @@ def counters(by_status: Mapping[int, int]) -> dict[str, int]:
     counts = dict.fromkeys(COUNTER_BUCKETS, 0)
     counts["total"] = 0
     for value, number in by_status.items():
-        counts[_BUCKET_OF.get(ContentStatus(value), "preprocessing")] += number
+        counts[bucket_of(ContentStatus(value))] += number
         counts["total"] += number
     return counts
 

@@ -13,7 +13,8 @@ import time
 from enum import Enum
 from typing import Any
 
-_DATE_FORMAT = "%a, %d %b %Y %H:%M:%S UTC"
+from lsst.ctrl.bps.panda.idds_model import DATE_FORMAT
+
 _ENUM_CACHE: dict[Enum, dict[str, Any]] = {}
 
 
@@ -64,7 +65,7 @@ def format_date(epoch: float | None) -> str | None:
     """
     if epoch is None:
         return None
-    return time.strftime(_DATE_FORMAT, time.gmtime(epoch))
+    return time.strftime(DATE_FORMAT, time.gmtime(epoch))
 
 
 def format_period(seconds: int) -> str:

@@ -27,11 +27,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from lsst.ctrl.bps.panda.constants import RETRY_UNLESS_EXIT_ATTRIBUTE
+from lsst.ctrl.bps.panda.idds_model import REQUEST_TERMINAL, names
+from lsst.ctrl.bps.panda.local.layout import StateLayout
+from lsst.ctrl.bps.panda.local.server import pid_alive, read_service_file
 
-from .layout import StateLayout
-from .server import pid_alive, read_service_file
-
-_TERMINAL_REQUEST = ("Finished", "SubFinished", "Failed", "Cancelled")
+_TERMINAL_REQUEST = names(REQUEST_TERMINAL)
 
 
 @dataclass(frozen=True)
