@@ -8,7 +8,10 @@ import pytest
 from idds.common.constants import ContentStatus, RequestStatus, TransformStatus
 
 from lsst.ctrl.bps import WmsStates
+from lsst.ctrl.bps.panda import idds_model
 from lsst.ctrl.bps.panda import status_mapping as sm
+
+ACTIVE_WMS_STATES = {WmsStates.UNREADY, WmsStates.READY, WmsStates.PENDING, WmsStates.RUNNING}
 
 DATA = Path(__file__).parent / "data"
 
@@ -134,6 +137,24 @@ def test_terminal_and_active_sets_partition_request_states():
     names = {m.name for m in RequestStatus}
     assert sm.TERMINAL_REQUEST_STATES | sm.ACTIVE_REQUEST_STATES == names
     assert not sm.TERMINAL_REQUEST_STATES & sm.ACTIVE_REQUEST_STATES
+
+
+def test_idds_model_terminal_sets_agree_with_the_state_table():
+    for status in idds_model.REQUEST_TERMINAL:
+        assert sm.request_state(status.name) not in ACTIVE_WMS_STATES
+    for status in idds_model.TRANSFORM_TERMINAL:
+        assert sm.transform_state(status.name) not in ACTIVE_WMS_STATES
+    for status in idds_model.JOB_TERMINAL:
+        assert sm.content_state(status.name) not in ACTIVE_WMS_STATES
+    assert idds_model.REQUEST_FINAL == idds_model.REQUEST_TERMINAL - {RequestStatus.Suspended}
+
+
+def test_idds_model_counts_every_content_status_in_one_bucket():
+    for status in ContentStatus:
+        assert idds_model.bucket_of(status) in idds_model.COUNTER_BUCKETS
+    for bucket, status in idds_model.BUCKET_STATUS.items():
+        assert idds_model.bucket_of(status) == bucket
+    assert set(idds_model.BUCKET_STATUS) == set(idds_model.COUNTER_BUCKETS)
 
 
 def test_recorded_rows_map_to_known_states():
