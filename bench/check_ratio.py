@@ -4,11 +4,14 @@
 # this distribution.
 """CI guard: prepare+submit must stay within the target ratio to the floor.
 
-Runs `bench_prepare_submit` at 10k jobs (medians of 3 fresh processes) and
-exits 1 when ``(prepare + submit) / floor`` exceeds the target (3x) by more
-than the allowed margin (50 %), i.e. when the ratio is above 4.5. The ratio
-is measured in one run on one machine, so it does not depend on how fast
-the CI runner is. Exit 2 means the benchmark itself failed.
+Runs `bench_prepare_submit` at 10k jobs of the realistic shape (medians of
+3 fresh processes) and exits 1 when ``(prepare + submit) / floor`` exceeds
+the target (3x) by more than the allowed margin (50 %), i.e. when the ratio
+is above 4.5. The ratio is measured in one run on one machine, so it does
+not depend on how fast the CI runner is; by default it is the ratio of CPU
+times (``cpu_ratio_to_floor``), which other work on the machine moves far
+less than the wall-clock one (``--clock wall``; ``doc/performance.md``).
+Exit 2 means the benchmark itself failed.
 """
 
 from __future__ import annotations
@@ -25,6 +28,8 @@ from bench_prepare_submit import run_bench
 TARGET_RATIO = 3.0
 MARGIN = 0.5
 SHAPE = "realistic"
+CLOCK = "cpu"
+_RATIO_KEYS = {"cpu": "cpu_ratio_to_floor", "wall": "ratio_to_floor"}
 
 
 def within_limit(ratio: float, target: float = TARGET_RATIO, margin: float = MARGIN) -> bool:
@@ -66,6 +71,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--target", type=float, default=TARGET_RATIO)
     parser.add_argument("--margin", type=float, default=MARGIN)
     parser.add_argument("--shape", choices=("realistic", "short"), default=SHAPE)
+    parser.add_argument("--clock", choices=tuple(_RATIO_KEYS), default=CLOCK, help="CPU or wall-clock ratio")
     args = parser.parse_args(argv)
     limit = args.target * (1 + args.margin)
     try:
@@ -74,10 +80,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"benchmark failed: {exc}", file=sys.stderr)
         return 2
     print(json.dumps(line))
-    ratio = line["ratio_to_floor"]
+    ratio = line[_RATIO_KEYS[args.clock]]
     ok = within_limit(ratio, args.target, args.margin)
     verdict = "OK" if ok else "FAIL"
-    where = f"{args.jobs} {args.shape} jobs"
+    where = f"{args.jobs} {args.shape} jobs, {args.clock} time"
     print(f"{verdict}: prepare+submit = {ratio:.2f} x floor at {where} (limit {limit:.2f})")
     return 0 if ok else 1
 

@@ -163,8 +163,40 @@ def test_bench_runs_end_to_end_at_300_jobs(tmp_path: Path, shape: str) -> None:
     assert line["wire_gzip_bytes_per_job"] > 0
     assert line["wire_json_bytes_per_job"] > line["wire_gzip_bytes_per_job"]
     assert line["ratio_to_floor"] > 0 and line["floor_s"] > 0
+    assert line["cpu_ratio_to_floor"] > 0 and line["floor_cpu_s"] > 0
     # The run quantum graph was staged to the distribution endpoint.
     assert list((tmp_path / "dist").glob("*/bench_run.qg"))
+
+
+def test_bench_reuses_a_kept_work_dir(tmp_path: Path) -> None:
+    """A second run in the same ``--work-dir`` reuses the pickled workflow
+    and gives its runs new submit and distribution directories."""
+    command = [sys.executable, str(BENCH / "bench_prepare_submit.py"), "--jobs", "100", "--repeats", "1"]
+    for _ in range(2):
+        proc = subprocess.run(
+            command + ["--work-dir", str(tmp_path)], capture_output=True, text=True, timeout=240
+        )
+        assert proc.returncode == 0, proc.stderr
+    assert len(list(tmp_path.glob("workflow_*.pickle"))) == 1
+    assert len(list((tmp_path / "dist").iterdir())) == 2
+
+
+def test_check_ratio_reads_the_clock_asked_for(capsys: pytest.CaptureFixture[str]) -> None:
+    """The CI guard runs the benchmark on the realistic shape and judges
+    the CPU-time ratio by default, the wall-clock one when asked."""
+    import check_ratio
+
+    assert check_ratio.main(["--jobs", "300", "--repeats", "1", "--target", "1000"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    line = json.loads(out[0])
+    assert line["shape"] == "realistic"
+    assert out[
+        1
+    ] == f"OK: prepare+submit = {line['cpu_ratio_to_floor']:.2f} x floor at 300 realistic jobs, " + (
+        "cpu time (limit 1500.00)"
+    )
+    assert check_ratio.main(["--jobs", "300", "--repeats", "1", "--target", "0.001", "--clock", "wall"]) == 1
+    assert capsys.readouterr().out.splitlines()[1].startswith("FAIL:")
 
 
 def test_stage_breakdown_times_every_stage() -> None:
