@@ -33,6 +33,6 @@ if [ "${REALSTACK_SKIP:-0}" != 1 ]; then
 fi
 if [ "${BENCH_SKIP:-0}" != 1 ]; then
     # prepare+submit at 10k realistic jobs against the floor, as a ratio of CPU times in one run:
-    # fails above 3x + 50 % = 4.5 (it measured 3.78 and 3.7x on 2026-12-06, doc/performance.md).
+    # fails above 3x + 50 % = 4.5 (it measured 3.44-3.78 on 2026-12-06, doc/performance.md).
     "$venv/bin/python" bench/check_ratio.py --jobs 10000 --repeats 3
 fi
