@@ -17,6 +17,7 @@ import copy
 import dataclasses
 import datetime
 import json
+from collections import Counter
 from collections.abc import Iterable, Mapping
 from enum import Enum
 from pathlib import Path
@@ -31,7 +32,13 @@ from idds.common.constants import (
 )
 
 from lsst.ctrl.bps.panda.exceptions import IDDSRequestError
-from lsst.ctrl.bps.panda.idds_model import COUNTER_BUCKETS, DATE_FORMAT, JOB_TERMINAL, bucket_of
+from lsst.ctrl.bps.panda.idds_model import (
+    COUNTER_BUCKETS,
+    DATE_FORMAT,
+    JOB_TERMINAL,
+    bucket_of,
+    transform_status,
+)
 
 DATA = Path(__file__).parent / "data"
 
@@ -260,7 +267,7 @@ class FakeIDDSServer:
     def _derive(self, request: FakeRequest) -> None:
         for task in request.tasks:
             if task.released:
-                task.status = _transform_status([job.status for job in task.jobs])
+                task.status = transform_status(Counter(job.status.value for job in task.jobs))
         request.updated_at = self.now
         if request.forced_status is not None:
             request.status = request.forced_status
@@ -446,19 +453,6 @@ class FakeIDDSServer:
             "pilot_error_code": 0 if job.panda_id else None,
             "jedi_task_id": task.workload_id,
         }
-
-
-def _transform_status(statuses: list[ContentStatus]) -> TransformStatus:
-    """Transform status from job statuses (as iDDS derives it)."""
-    if any(s not in JOB_TERMINAL for s in statuses):
-        return TransformStatus.Transforming
-    if all(s is ContentStatus.Available for s in statuses):
-        return TransformStatus.Finished
-    if any(s is ContentStatus.Cancelled for s in statuses):
-        return TransformStatus.Cancelled
-    if not any(s is ContentStatus.Available for s in statuses):
-        return TransformStatus.Failed
-    return TransformStatus.SubFinished
 
 
 def _processing_status(status: TransformStatus) -> ProcessingStatus:

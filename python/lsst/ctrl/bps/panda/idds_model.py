@@ -5,7 +5,8 @@
 """The iDDS model shared by the plugin, the local service and the tests.
 
 Which request, transform and content statuses are terminal, which output
-counter (``output_<bucket>_files``) a content status is counted in, and the
+counter (``output_<bucket>_files``) a content status is counted in, how a
+transform's status follows from its contents' (`transform_status`) and the
 date format of iDDS replies are defined here once (doc/wire-protocol.md
 §10, §14).  Standard library and iDDS enums only, so the local service can
 import it without the rest of the plugin.
@@ -23,9 +24,10 @@ __all__ = [
     "TRANSFORM_TERMINAL",
     "bucket_of",
     "names",
+    "transform_status",
 ]
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from enum import Enum
 
 from idds.common.constants import ContentStatus, RequestStatus, TransformStatus
@@ -128,3 +130,30 @@ def names(members: Iterable[Enum]) -> frozenset[str]:
         Their names, the form statuses take in relay replies.
     """
     return frozenset(member.name for member in members)
+
+
+def transform_status(by_status: Mapping[int, int]) -> TransformStatus:
+    """Derive a released transform's status from its job statuses.
+
+    Parameters
+    ----------
+    by_status : `~collections.abc.Mapping` [`int`, `int`]
+        Number of jobs per `ContentStatus` value.
+
+    Returns
+    -------
+    status : `TransformStatus`
+        ``Transforming`` while a job can still change; then ``Finished`` if
+        all succeeded, ``Cancelled`` if any was cancelled, ``Failed`` if none
+        succeeded, else ``SubFinished``.
+    """
+    total = sum(by_status.values())
+    done = sum(n for value, n in by_status.items() if ContentStatus(value) in JOB_TERMINAL)
+    if done < total:
+        return TransformStatus.Transforming
+    succeeded = by_status.get(ContentStatus.Available.value, 0)
+    if succeeded == total:
+        return TransformStatus.Finished
+    if by_status.get(ContentStatus.Cancelled.value, 0):
+        return TransformStatus.Cancelled
+    return TransformStatus.Failed if succeeded == 0 else TransformStatus.SubFinished

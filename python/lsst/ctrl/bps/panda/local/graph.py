@@ -25,10 +25,15 @@ from typing import Any
 from idds.common.constants import ContentStatus, RequestStatus, TransformStatus
 from sqlalchemy import Connection, bindparam, func, select, update
 
-from lsst.ctrl.bps.panda.idds_model import JOB_TERMINAL, REQUEST_TERMINAL, TRANSFORM_TERMINAL
+from lsst.ctrl.bps.panda.idds_model import (
+    JOB_TERMINAL,
+    REQUEST_TERMINAL,
+    TRANSFORM_TERMINAL,
+    transform_status,
+)
 
 from .event_service import EventService, stored_event_services
-from .statuses import condition_value, request_status, transform_status
+from .statuses import condition_value, request_status
 from .store import JOB_COLUMNS, conditions, deps, jobs, requests, transforms
 
 _LOG = logging.getLogger(__name__)

@@ -2,7 +2,7 @@
 #
 # Licensed under the BSD 3-Clause License; see the LICENSE file at the top of
 # this distribution.
-"""iDDS status rules: content buckets, transform and request derivation.
+"""Local-service status rules: counters, request status, conditions.
 
 Job (content) statuses used by the service, as `ContentStatus` values:
 ``New`` waiting for parents or release, ``Activated`` ready, ``Processing``
@@ -17,7 +17,6 @@ __all__ = [
     "condition_value",
     "counters",
     "request_status",
-    "transform_status",
 ]
 
 from collections.abc import Mapping
@@ -25,7 +24,7 @@ from typing import Any
 
 from idds.common.constants import ContentStatus, RequestStatus, TransformStatus
 
-from lsst.ctrl.bps.panda.idds_model import COUNTER_BUCKETS, JOB_TERMINAL, TRANSFORM_TERMINAL, bucket_of
+from lsst.ctrl.bps.panda.idds_model import COUNTER_BUCKETS, TRANSFORM_TERMINAL, bucket_of
 
 _METHOD_STATUSES = {
     "is_finished": {TransformStatus.Finished},
@@ -56,33 +55,6 @@ def counters(by_status: Mapping[int, int]) -> dict[str, int]:
         counts[bucket_of(ContentStatus(value))] += number
         counts["total"] += number
     return counts
-
-
-def transform_status(by_status: Mapping[int, int]) -> TransformStatus:
-    """Derive a released transform's status from its job statuses.
-
-    Parameters
-    ----------
-    by_status : `~collections.abc.Mapping` [`int`, `int`]
-        Number of jobs per `ContentStatus` value.
-
-    Returns
-    -------
-    status : `TransformStatus`
-        ``Transforming`` while a job can still change; then ``Finished`` if
-        all succeeded, ``Cancelled`` if any was cancelled, ``Failed`` if none
-        succeeded, else ``SubFinished``.
-    """
-    total = sum(by_status.values())
-    done = sum(n for value, n in by_status.items() if ContentStatus(value) in JOB_TERMINAL)
-    if done < total:
-        return TransformStatus.Transforming
-    succeeded = by_status.get(ContentStatus.Available.value, 0)
-    if succeeded == total:
-        return TransformStatus.Finished
-    if by_status.get(ContentStatus.Cancelled.value, 0):
-        return TransformStatus.Cancelled
-    return TransformStatus.Failed if succeeded == 0 else TransformStatus.SubFinished
 
 
 def request_status(released: list[TransformStatus], has_unreleased: bool, aborted: bool) -> RequestStatus:
