@@ -35,7 +35,7 @@ from synthetic_workflow import build_workflow
 
 from lsst.ctrl.bps.panda.idds_workflow_generator import IDDSWorkflowGenerator
 from lsst.ctrl.bps.panda.panda_workflow import workflow_labels
-from lsst.ctrl.bps.panda.task_settings import ServiceSettings
+from lsst.ctrl.bps.panda.service_settings import ServiceSettings
 
 
 class _SinkGateGenerator(IDDSWorkflowGenerator):

@@ -56,11 +56,11 @@ def _timed(label: str, function: Callable[..., Any]) -> Callable[..., Any]:
 
 def _instrument() -> None:
     """Put the timers around the stage functions."""
-    from lsst.ctrl.bps.panda import idds_transport, panda_service, panda_workflow, task_settings
+    from lsst.ctrl.bps.panda import idds_transport, panda_service, panda_workflow, service_settings
     from lsst.ctrl.bps.panda import idds_workflow_generator as generator
 
-    settings_from_config = task_settings.ServiceSettings.__dict__["from_config"].__func__
-    task_settings.ServiceSettings.from_config = classmethod(_timed("settings", settings_from_config))
+    settings_from_config = service_settings.ServiceSettings.__dict__["from_config"].__func__
+    service_settings.ServiceSettings.from_config = classmethod(_timed("settings", settings_from_config))
     panda_workflow.flatten = _timed("flatten", panda_workflow.flatten)
     panda_workflow.json_dumps = _timed("json_dumps", panda_workflow.json_dumps)
     workflow_class = panda_workflow.PandaBpsWmsWorkflow

@@ -12,7 +12,7 @@ import yaml
 from lsst.ctrl.bps import BPS_DEFAULTS, BpsConfig, GenericWorkflow, GenericWorkflowExec, GenericWorkflowJob
 from lsst.ctrl.bps.panda.idds_workflow_generator import GeneratedWorkflow, IDDSWorkflowGenerator
 from lsst.ctrl.bps.panda.panda_workflow import workflow_labels
-from lsst.ctrl.bps.panda.task_settings import ServiceSettings
+from lsst.ctrl.bps.panda.service_settings import ServiceSettings
 
 
 def make_config(tmp_path: Path, text: str = "", **values: Any) -> BpsConfig:

@@ -21,7 +21,7 @@ from prepare_helpers import generate, make_config, works
 
 from lsst.ctrl.bps.panda.event_service import EventServiceSettings, parse_labels
 from lsst.ctrl.bps.panda.exceptions import PanDAConfigError
-from lsst.ctrl.bps.panda.task_settings import ServiceSettings
+from lsst.ctrl.bps.panda.service_settings import ServiceSettings
 
 DATA = Path(__file__).parent / "data" / "event_service"
 sys.path.insert(0, str(DATA))

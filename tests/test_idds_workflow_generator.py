@@ -29,7 +29,7 @@ from lsst.ctrl.bps.panda.command_line import decode_hex
 from lsst.ctrl.bps.panda.constants import RETRY_UNLESS_EXIT_ATTRIBUTE
 from lsst.ctrl.bps.panda.exceptions import WorkflowTranslationError
 from lsst.ctrl.bps.panda.idds_workflow_generator import IDDSWorkflowGenerator, even_slices
-from lsst.ctrl.bps.panda.task_settings import ServiceSettings
+from lsst.ctrl.bps.panda.service_settings import ServiceSettings
 from lsst.ctrl.bps.tests.gw_test_utils import (
     make_3_label_workflow,
     make_3_label_workflow_groups_sort,

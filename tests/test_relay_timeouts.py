@@ -29,7 +29,7 @@ from lsst.ctrl.bps import WmsStates
 from lsst.ctrl.bps.panda import PanDAService
 from lsst.ctrl.bps.panda.exceptions import PanDAConfigError, RelayTimeoutError
 from lsst.ctrl.bps.panda.idds_transport import PanDARelayTransport, transport_from_config
-from lsst.ctrl.bps.panda.task_settings import RelayTimeouts, relay_timeouts
+from lsst.ctrl.bps.panda.service_settings import RelayTimeouts, relay_timeouts
 
 pytestmark = pytest.mark.timeout(300)
 

@@ -22,7 +22,7 @@ import urllib.parse
 from typing import Any
 
 from .exceptions import PanDAConfigError, SubmissionCheckError
-from .task_settings import ServiceSettings
+from .service_settings import ServiceSettings
 
 LOCAL_OVERLAY = "${CTRL_BPS_PANDA_DIR}/config/bps_local.yaml"
 """The local-service site overlay, as a submit file includes it."""

@@ -95,7 +95,7 @@ from .exceptions import (
     RelayTimeoutError,
     WorkflowTranslationError,
 )
-from .task_settings import RELAY_TIMEOUT_KEYS, RelayTimeouts, relay_timeouts
+from .service_settings import RELAY_TIMEOUT_KEYS, RelayTimeouts, relay_timeouts
 
 _LOG = logging.getLogger(__name__)
 
@@ -597,7 +597,7 @@ class PanDARelayTransport:
     sleep : callable, optional
         Called with the delay in seconds between tries (`time.sleep`).
     timeouts : `RelayTimeouts`, optional
-        Bounds of every call; by default `task_settings.relay_timeouts`
+        Bounds of every call; by default `service_settings.relay_timeouts`
         of no configuration (environment, then packaged defaults), read
         at the first call.
     """
@@ -1004,7 +1004,7 @@ def transport_from_config(config: Any) -> PanDARelayTransport:
     Returns
     -------
     transport : `PanDARelayTransport`
-        The transport, its calls bounded by `task_settings.relay_timeouts`
+        The transport, its calls bounded by `service_settings.relay_timeouts`
         of the configuration; nothing is contacted yet.
 
     Raises

@@ -58,7 +58,7 @@ from .dependency_map import MapZipper, encode_name, job_references, map_entries,
 from .event_service import WorkEventService, add_event_fields
 from .exceptions import WorkflowTranslationError
 from .submit_record import TaskRecord
-from .task_settings import ServiceSettings, TaskSettings
+from .service_settings import ServiceSettings, TaskSettings
 from .workflow_graph import FlatWorkflow, flatten
 
 _LOG = logging.getLogger(__name__)

@@ -24,7 +24,7 @@ from .idds_transport import cache_url, preset_json
 from .idds_workflow_generator import QNODE_MAP_FILENAME, GeneratedWorkflow, IDDSWorkflowGenerator
 from .job_archive import new_archive_name, write_job_archive
 from .submit_record import SubmitRecord
-from .task_settings import ServiceSettings
+from .service_settings import ServiceSettings
 from .workflow_graph import FlatWorkflow, flatten
 
 _LOG = logging.getLogger(__name__)

@@ -16,7 +16,7 @@ from lsst.ctrl.bps import BpsConfig
 from lsst.ctrl.bps.panda.constants import IDDS_MAX_NAME_LENGTH_DEFAULT
 from lsst.ctrl.bps.panda.exceptions import PanDAConfigError
 from lsst.ctrl.bps.panda.panda_service import PanDAService
-from lsst.ctrl.bps.panda.task_settings import ServiceSettings, normalise_endpoint
+from lsst.ctrl.bps.panda.service_settings import ServiceSettings, normalise_endpoint
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULTS = ROOT / "python/lsst/ctrl/bps/panda/etc/panda_defaults.yaml"
@@ -56,7 +56,7 @@ def test_defaults_uri_is_the_packaged_yaml() -> None:
 def test_every_default_is_consumed_and_documented() -> None:
     """No dead default: each key is read by ServiceSettings (or is the
     service class / a per-label section) and documented."""
-    source = (ROOT / "python/lsst/ctrl/bps/panda/task_settings.py").read_text()
+    source = (ROOT / "python/lsst/ctrl/bps/panda/service_settings.py").read_text()
     doc = (ROOT / "doc/configuration.md").read_text()
     defaults = yaml.safe_load(DEFAULTS.read_text())
     for key in defaults:
