@@ -26,6 +26,7 @@ __all__ = [
     "FINAL_PSEUDO_INPUT",
     "IDDS_MAX_NAME_LENGTH_DEFAULT",
     "IN_PLACEHOLDER",
+    "LOCAL_SERVICE_NAME",
     "NO_DIRECT_IO",
     "PANDA_DEFAULT_KEYS",
     "PANDA_DEFAULT_NAME_LENGTH",
@@ -52,6 +53,11 @@ FINAL_PSEUDO_INPUT = "pure_pseudoinput"
 
 IDDS_MAX_NAME_LENGTH_DEFAULT = 4000
 """iDDS limit on a dependency-map name (``IDDS_MAX_NAME_LENGTH`` overrides)."""
+
+LOCAL_SERVICE_NAME = "panda-local"
+"""Identity of the local service in what it serves: ``locking_thread_name``
+of its request rows (how ``reporting`` recognises a local run),
+``scheduler_id`` of its job rows, issuer and audience of its tokens."""
 
 RELAY_PATH = "/server/panda/relay_idds_command"
 """Legacy relay route used by panda-client's iDDS API."""

@@ -49,6 +49,7 @@ from idds.common.constants import RequestStatus
 
 from lsst.ctrl.bps import WmsJobReport, WmsRunReport, WmsSpecificInfo, WmsStates
 
+from .constants import LOCAL_SERVICE_NAME
 from .exceptions import IDDSRequestError, PandaAuthError, PanDABpsError, PanDAConfigError
 from .idds_model import BUCKET_STATUS, DATE_FORMAT
 from .remote_build import BUILD_LABEL
@@ -75,10 +76,6 @@ _NOT_DONE = frozenset({_S.UNREADY, _S.READY, _S.PENDING, _S.RUNNING, _S.UNKNOWN,
 
 _TASK_NAME = re.compile(r"(?:.*?_)?\d+_(?P<label>.+)_\d+")
 _TASK_TAIL = re.compile(r"\d+_(?P<label>.+)_\d+")
-
-LOCAL_SERVICE_THREAD = "panda-local"
-"""``locking_thread_name`` of request rows served by the local service."""
-
 
 @dataclasses.dataclass(slots=True)
 class PandaJobReport(WmsJobReport):
@@ -345,7 +342,7 @@ def _add_failed_jobs(info: WmsSpecificInfo, failed: Iterable[WmsJobReport], head
     a `WmsSpecificInfo` is shared by all its messages.
     """
     monitor = os.environ.get("PANDAMON_URL")
-    local = head.get("locking_thread_name") == LOCAL_SERVICE_THREAD
+    local = head.get("locking_thread_name") == LOCAL_SERVICE_NAME
     for number, job in enumerate(failed, start=1):
         exit_code = job.exit_code if isinstance(job, PandaJobReport) else None
         diag = job.error_diag if isinstance(job, PandaJobReport) else None
@@ -641,7 +638,7 @@ def _specific_info(request_id: int, head: Mapping[str, Any], tasks: Iterable[_Ta
     task_ids = {t.name: t.row.get("transform_workload_id") for t in tasks if t.row is not None}
     known = ", ".join(f"{name}={tid}" for name, tid in task_ids.items() if tid is not None)
     info.add_message("PanDA task ids: {panda_task_ids}", panda_task_ids=known or "none yet")
-    if head.get("locking_thread_name") == LOCAL_SERVICE_THREAD and head.get("additional_data_storage"):
+    if head.get("locking_thread_name") == LOCAL_SERVICE_NAME and head.get("additional_data_storage"):
         logs = os.path.join(str(head["additional_data_storage"]), "jobs", str(request_id))
         info.add_message("Job logs (local PanDA service): {job_logs}", job_logs=logs)
     else:

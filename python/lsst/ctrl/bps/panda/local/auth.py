@@ -23,6 +23,8 @@ import secrets
 import time
 from dataclasses import dataclass
 
+from lsst.ctrl.bps.panda.constants import LOCAL_SERVICE_NAME
+
 AUTH_FAILED_PREFIX = "ERROR : Token authentication failed."
 """Start of the body of the server's HTTP 403 reply."""
 
@@ -72,8 +74,8 @@ def make_token(name: str, lifetime: int = _LIFETIME) -> dict[str, str]:
         "preferred_username": name,
         "iat": now,
         "exp": now + lifetime,
-        "iss": "panda-local",
-        "aud": "panda-local",
+        "iss": LOCAL_SERVICE_NAME,
+        "aud": LOCAL_SERVICE_NAME,
         "jti": secrets.token_hex(8),
     }
     id_token = f"{_b64(json.dumps(header).encode())}.{_b64(json.dumps(claims).encode())}.sig"

@@ -36,6 +36,7 @@ from idds.common.constants import (
 )
 from sqlalchemy import Connection, func, select
 
+from lsst.ctrl.bps.panda.constants import LOCAL_SERVICE_NAME
 from lsst.ctrl.bps.panda.idds_model import TRANSFORM_TERMINAL
 
 from .event_service import stored_event_services
@@ -159,7 +160,7 @@ class RowBuilder:
             "update_poll_period": format_period(10),
             "additional_data_storage": self.layout.root, "cloud": req["cloud"], "site": req["site"],
             "queue": req["queue"], "locking_hostname": self._host, "locking_pid": self._pid,
-            "locking_thread_id": self._thread_id, "locking_thread_name": "panda-local",
+            "locking_thread_id": self._thread_id, "locking_thread_name": LOCAL_SERVICE_NAME,
             "campaign": None, "campaign_scope": "Default", "campaign_group": None, "campaign_tag": None,
             "errors": None,
         }  # fmt: skip
@@ -258,7 +259,7 @@ class RowBuilder:
             retries=max(0, attempt - 1), created_at=format_date(job["created_at"]),
             updated_at=format_date(job["end_time"] or job["start_time"] or job["created_at"]),
             accessed_at=format_date(job["end_time"] or job["start_time"] or job["created_at"]),
-            panda_id=job["panda_id"], scheduler_id="panda-local", pilot_id=workdir,
+            panda_id=job["panda_id"], scheduler_id=LOCAL_SERVICE_NAME, pilot_id=workdir,
             creation_time=format_date(job["created_at"]), modification_time=format_date(job["end_time"]),
             start_time=format_date(job["start_time"]), end_time=format_date(job["end_time"]),
             prod_user_id=job["username"], prod_user_name=job["username"], attempt_nr=attempt,
