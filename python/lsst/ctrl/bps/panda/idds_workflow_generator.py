@@ -57,8 +57,8 @@ from .constants import FINAL_PSEUDO_INPUT, NO_DIRECT_IO, RETRY_UNLESS_EXIT_ATTRI
 from .dependency_map import MapZipper, encode_name, job_references, map_entries, reference_names
 from .event_service import WorkEventService, add_event_fields
 from .exceptions import WorkflowTranslationError
-from .submit_record import TaskRecord
 from .service_settings import ServiceSettings, TaskSettings
+from .submit_record import TaskRecord
 from .workflow_graph import FlatWorkflow, flatten
 
 _LOG = logging.getLogger(__name__)

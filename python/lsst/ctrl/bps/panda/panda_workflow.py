@@ -23,8 +23,8 @@ from .dependency_map import zip_map
 from .idds_transport import cache_url, preset_json
 from .idds_workflow_generator import QNODE_MAP_FILENAME, GeneratedWorkflow, IDDSWorkflowGenerator
 from .job_archive import new_archive_name, write_job_archive
-from .submit_record import SubmitRecord
 from .service_settings import ServiceSettings
+from .submit_record import SubmitRecord
 from .workflow_graph import FlatWorkflow, flatten
 
 _LOG = logging.getLogger(__name__)
