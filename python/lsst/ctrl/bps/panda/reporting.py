@@ -25,13 +25,10 @@ query per task and are fetched only with ``return_exit_codes``.
 from __future__ import annotations
 
 __all__ = [
-    "MAX_REQUEST_ID",
     "PandaJobReport",
-    "RunRef",
     "build_run_reports",
     "fit_counts",
     "label_from_task_name",
-    "resolve_run",
     "run_report",
     "task_counts",
 ]
@@ -42,7 +39,6 @@ import logging
 import os
 import re
 from collections.abc import Iterable, Mapping, Sequence
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from idds.common.constants import RequestStatus
@@ -53,9 +49,9 @@ from .constants import LOCAL_SERVICE_NAME
 from .exceptions import IDDSRequestError, PandaAuthError, PanDABpsError, PanDAConfigError
 from .idds_model import BUCKET_STATUS, DATE_FORMAT
 from .remote_build import BUILD_LABEL
-from .run_lookup import check_relay, check_request_name, recover_request_id
+from .run_lookup import RunRef, check_request_name, indexed_record, resolve_run
 from .status_mapping import content_state, enum_name, job_state, request_state, transform_state
-from .submit_record import SubmitRecord, find_submit_dir
+from .submit_record import SubmitRecord
 
 if TYPE_CHECKING:
     from .idds_transport import IDDSTransport
@@ -76,6 +72,7 @@ _NOT_DONE = frozenset({_S.UNREADY, _S.READY, _S.PENDING, _S.RUNNING, _S.UNKNOWN,
 
 _TASK_NAME = re.compile(r"(?:.*?_)?\d+_(?P<label>.+)_\d+")
 _TASK_TAIL = re.compile(r"\d+_(?P<label>.+)_\d+")
+
 
 @dataclasses.dataclass(slots=True)
 class PandaJobReport(WmsJobReport):
@@ -99,25 +96,6 @@ class PandaJobReport(WmsJobReport):
     error_diag: str | None = None
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
-class RunRef:
-    """A run named by the user, resolved to its request id.
-
-    Parameters
-    ----------
-    given : `str`
-        The id as given (request id or submit directory).
-    request_id : `int`
-        The iDDS request id.
-    record : `SubmitRecord` or `None`
-        The run's submit record, if one was found.
-    """
-
-    given: str
-    request_id: int
-    record: SubmitRecord | None
-
-
 @dataclasses.dataclass(slots=True)
 class _Task:
     """One iDDS task of a run: its label, expected jobs and server row."""
@@ -126,70 +104,6 @@ class _Task:
     label: str
     expected: int | None
     row: dict[str, Any] | None
-
-
-MAX_REQUEST_ID = 2**63 - 1
-"""Largest request id (a signed 64-bit integer in iDDS' and the local
-service's databases)."""
-
-
-def resolve_run(wms_id: str | int, transport: IDDSTransport | None = None) -> RunRef:
-    """Resolve a request id or a submit directory.
-
-    Parameters
-    ----------
-    wms_id : `str` or `int`
-        An iDDS request id, or a submit directory holding
-        ``panda_submit_record.json``.
-    transport : `IDDSTransport`, optional
-        How to reach iDDS; with it, a run whose submitting client died
-        before recording the request id is found by its request name
-        (`run_lookup.recover_request_id`).
-
-    Returns
-    -------
-    ref : `RunRef`
-        The request id, with the submit record when one is found (for a
-        request id through the run index).
-
-    Raises
-    ------
-    PanDABpsError
-        If the id is blank, a number larger than `MAX_REQUEST_ID`, or neither
-        a request id nor a submitted run's directory, or if the directory's
-        run was sent to another relay than the one ``PANDA_URL_SSL`` names
-        now.
-    """
-    given = str(wms_id).strip()
-    if not given:
-        raise PanDABpsError(f"Run id {str(wms_id)!r} is blank: give an iDDS request id or a submit directory")
-    if given.isascii() and given.isdigit():
-        request_id = int(given)
-        if request_id > MAX_REQUEST_ID:
-            raise PanDABpsError(f"'{given}' is not an iDDS request id: ids are at most {MAX_REQUEST_ID}")
-        return RunRef(given, request_id, _indexed_record(request_id))
-    if not Path(given).is_dir():
-        raise PanDABpsError(f"'{given}' is neither an iDDS request id nor a submit directory")
-    record = SubmitRecord.read(given)
-    check_relay(record, given)
-    if record.run_id is not None:
-        return RunRef(given, int(record.run_id), record)
-    if record.submit_started is None or transport is None:
-        raise PanDABpsError(f"The run in '{given}' ({record.run_name}) has not been submitted")
-    return RunRef(given, recover_request_id(transport, record, given), record)
-
-
-def _indexed_record(request_id: int) -> SubmitRecord | None:
-    """Return the submit record the run index names for a request id."""
-    submit_dir = find_submit_dir(request_id)
-    if submit_dir is None:
-        return None
-    try:
-        record = SubmitRecord.read(submit_dir)
-    except PanDABpsError as exc:
-        _LOG.warning("Ignoring the submit record of request %s: %s", request_id, exc)
-        return None
-    return record if record.run_id == request_id else None
 
 
 def build_run_reports(
@@ -662,7 +576,7 @@ def _summaries(transport: IDDSTransport, user: str | None, hist: float) -> tuple
         request_id = _opt_int(row.get("request_id"))
         if request_id is None or not _recent(row, cutoff):
             continue
-        record = _indexed_record(request_id)
+        record = indexed_record(request_id)
         if not _owned(row, record, user):
             continue
         try:

@@ -5,7 +5,7 @@
 """Run control for `PanDAService`: status, list, cancel, restart, ping.
 
 Runs are named by iDDS request id or submit directory (see
-`reporting.resolve_run`).  Every failure comes back as the return value
+`run_lookup.resolve_run`).  Every failure comes back as the return value
 ctrl_bps expects, with a message naming the run and the cause; errors of
 the transport (`IDDSRequestError`, `PanDAUnreachableError`) never escape
 except from `submission_checks`, whose job is to raise them.
@@ -47,8 +47,8 @@ from .exceptions import (
 )
 from .idds_model import REQUEST_FINAL, names
 from .oidc_token import check_token
-from .reporting import RunRef, request_status_name, resolve_run
-from .run_lookup import check_request_name
+from .reporting import request_status_name
+from .run_lookup import RunRef, check_request_name, resolve_run
 from .status_mapping import ACTIVE_REQUEST_STATES, request_state
 
 if TYPE_CHECKING:

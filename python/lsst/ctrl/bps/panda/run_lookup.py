@@ -2,7 +2,11 @@
 #
 # Licensed under the BSD 3-Clause License; see the LICENSE file at the top of
 # this distribution.
-"""Which iDDS request a submit directory names, on which service.
+"""Which iDDS request a run id or submit directory names, on which service.
+
+`resolve_run` is the run lookup of every command (``bps report``,
+``status``, ``cancel``, ``restart``): it turns a request id or a submit
+directory into a `RunRef`.
 
 Request ids are numbers per server: the same submit directory read with
 ``PANDA_URL`` pointing at another service would name an unrelated request.
@@ -19,15 +23,26 @@ unique per submit, and completes the record.
 
 from __future__ import annotations
 
-__all__ = ["check_relay", "check_request_name", "recover_request_id", "same_relay"]
+__all__ = [
+    "MAX_REQUEST_ID",
+    "RunRef",
+    "check_relay",
+    "check_request_name",
+    "indexed_record",
+    "recover_request_id",
+    "resolve_run",
+    "same_relay",
+]
 
+import dataclasses
 import logging
 from collections.abc import Mapping
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from .exceptions import PanDABpsError, RunMismatchError
-from .submit_record import SubmitRecord, current_relay_url
+from .submit_record import SubmitRecord, current_relay_url, find_submit_dir
 
 if TYPE_CHECKING:
     from .idds_transport import IDDSTransport
@@ -176,3 +191,98 @@ def recover_request_id(transport: IDDSTransport, record: SubmitRecord, given: st
     except OSError as exc:
         _LOG.warning("Could not complete the submit record in %s: %s", record.submit_path, exc)
     return found[0]
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class RunRef:
+    """A run named by the user, resolved to its request id.
+
+    Parameters
+    ----------
+    given : `str`
+        The id as given (request id or submit directory).
+    request_id : `int`
+        The iDDS request id.
+    record : `SubmitRecord` or `None`
+        The run's submit record, if one was found.
+    """
+
+    given: str
+    request_id: int
+    record: SubmitRecord | None
+
+
+MAX_REQUEST_ID = 2**63 - 1
+"""Largest request id (a signed 64-bit integer in iDDS' and the local
+service's databases)."""
+
+
+def resolve_run(wms_id: str | int, transport: IDDSTransport | None = None) -> RunRef:
+    """Resolve a request id or a submit directory.
+
+    Parameters
+    ----------
+    wms_id : `str` or `int`
+        An iDDS request id, or a submit directory holding
+        ``panda_submit_record.json``.
+    transport : `IDDSTransport`, optional
+        How to reach iDDS; with it, a run whose submitting client died
+        before recording the request id is found by its request name
+        (`recover_request_id`).
+
+    Returns
+    -------
+    ref : `RunRef`
+        The request id, with the submit record when one is found (for a
+        request id through the run index).
+
+    Raises
+    ------
+    PanDABpsError
+        If the id is blank, a number larger than `MAX_REQUEST_ID`, or neither
+        a request id nor a submitted run's directory, or if the directory's
+        run was sent to another relay than the one ``PANDA_URL_SSL`` names
+        now.
+    """
+    given = str(wms_id).strip()
+    if not given:
+        raise PanDABpsError(f"Run id {str(wms_id)!r} is blank: give an iDDS request id or a submit directory")
+    if given.isascii() and given.isdigit():
+        request_id = int(given)
+        if request_id > MAX_REQUEST_ID:
+            raise PanDABpsError(f"'{given}' is not an iDDS request id: ids are at most {MAX_REQUEST_ID}")
+        return RunRef(given, request_id, indexed_record(request_id))
+    if not Path(given).is_dir():
+        raise PanDABpsError(f"'{given}' is neither an iDDS request id nor a submit directory")
+    record = SubmitRecord.read(given)
+    check_relay(record, given)
+    if record.run_id is not None:
+        return RunRef(given, int(record.run_id), record)
+    if record.submit_started is None or transport is None:
+        raise PanDABpsError(f"The run in '{given}' ({record.run_name}) has not been submitted")
+    return RunRef(given, recover_request_id(transport, record, given), record)
+
+
+def indexed_record(request_id: int) -> SubmitRecord | None:
+    """Return the submit record the run index names for a request id.
+
+    Parameters
+    ----------
+    request_id : `int`
+        The iDDS request id.
+
+    Returns
+    -------
+    record : `SubmitRecord` or `None`
+        The record of that run, `None` if the index names none or its
+        record is unreadable or names another request.
+    """
+    submit_dir = find_submit_dir(request_id)
+    if submit_dir is None:
+        return None
+    try:
+        record = SubmitRecord.read(submit_dir)
+    except PanDABpsError as exc:
+        _LOG.warning("Ignoring the submit record of request %s: %s", request_id, exc)
+        return None
+    return record if record.run_id == request_id else None
