@@ -34,8 +34,8 @@ from typing import Any
 
 from lsst.ctrl.bps import BaseWmsWorkflow
 
-from .constants import IDDS_MAX_NAME_LENGTH_DEFAULT
 from .exceptions import PanDAConfigError
+from .service_settings import max_name_length
 
 _LOG = logging.getLogger(__name__)
 
@@ -135,7 +135,7 @@ def build_task_settings(config: Any, remote_build: Any) -> BuildTaskSettings:
     curvals = {
         "LSST_VERSION": _value(config, remote_build, "LSST_VERSION"),
         "custom_lsst_setup": _value(config, remote_build, "custom_lsst_setup") or "",
-        "IDDS_MAX_NAME_LENGTH": int(os.environ.get("IDDS_MAX_NAME_LENGTH", IDDS_MAX_NAME_LENGTH_DEFAULT)),
+        "IDDS_MAX_NAME_LENGTH": max_name_length(),
     }
     _, runner = remote_build.search("runnerCommand", {**_NO_EXPANSION, "curvals": curvals})
     if not runner:
@@ -222,7 +222,7 @@ def make_build_workflow(
     return workflow
 
 
-def _archive_members(config: Any, remote_build: Any, config_file: str) -> dict[str, str]:
+def _archive_members(remote_build: Any, config_file: str) -> dict[str, str]:
     """Return name -> path of ``remoteBuild.files`` and the submit file."""
     _, files = remote_build.search("files", opt={"default": []})
     members: dict[str, str] = {}
@@ -264,7 +264,7 @@ def submit_remote_build(transport: Any, config: Any, remote_build: Any, config_f
     submit_path = str(config["submitPath"])
     name = str(config["uniqProcName"])
     archive = write_job_archive(
-        os.path.join(submit_path, new_archive_name()), _archive_members(config, remote_build, config_file)
+        os.path.join(submit_path, new_archive_name()), _archive_members(remote_build, config_file)
     )
     url = transport.put_cache_file(archive)
     if url != cache_url(os.path.basename(archive)):

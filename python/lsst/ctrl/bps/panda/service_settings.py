@@ -24,6 +24,7 @@ __all__ = [
     "RelayTimeouts",
     "ServiceSettings",
     "TaskSettings",
+    "max_name_length",
     "normalise_endpoint",
     "relay_timeouts",
 ]
@@ -456,7 +457,7 @@ def _runner_command(config: Any) -> str:
     return command
 
 
-def _max_name_length() -> int:
+def max_name_length() -> int:
     """Return the iDDS name-length limit (``$IDDS_MAX_NAME_LENGTH`` wins).
 
     Returns
@@ -607,7 +608,7 @@ class ServiceSettings:
             submit_env=MappingProxyType({k: os.environ[k] for k in submit_side if k in os.environ}),
             submit_side_resolved_params=submit_side,
             labels=_label_settings(config, labels),
-            max_name_length=_max_name_length(),
+            max_name_length=max_name_length(),
             event_service=event_service,
             **numbers,
             **cls._strings(config),

@@ -166,14 +166,14 @@ class CommandSet:
 
         ``workload_id`` (a JEDI task id) selects one transform like
         ``transform_id``: here every transform is its own task, with the
-        same id.
+        same id, so ``group_by_jedi_task_id`` groups the same way.
         """
         rid = _as_id(request_id)
         if rid is None:
             return [False, "Bad request: request_id must not be None"]
         tid = _as_id(transform_id) if transform_id is not None else _as_id(workload_id)
         with self.store.begin() as conn:
-            return self.rows.output_contents(conn, rid, tid, group_by_jedi_task_id)
+            return self.rows.output_contents(conn, rid, tid)
 
     def cmd_abort(
         self, user: str, request_id: int | None = None, workload_id: int | None = None

@@ -200,7 +200,7 @@ class RowBuilder:
 
     # --------------------------------------------------------------- contents
     def output_contents(
-        self, conn: Connection, request_id: int, transform_id: int | None, by_task: bool
+        self, conn: Connection, request_id: int, transform_id: int | None
     ) -> dict[str, list[dict[str, Any]]]:
         """Rows of ``get_contents_output_ext``, grouped by transform id.
 
@@ -212,8 +212,6 @@ class RowBuilder:
             The request.
         transform_id : `int` or `None`
             Only this transform.
-        by_task : `bool`
-            Group by JEDI task id instead (the same numbers here).
 
         Returns
         -------

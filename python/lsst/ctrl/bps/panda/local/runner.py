@@ -298,7 +298,7 @@ class Runner:
                 self._held, self._stale = batch, True
                 self._pause_after_fault(exc, len(batch))
                 continue
-            self._committed(batch, launches)
+            self._committed(batch)
             self._signal(to_kill)
             self._start(launches)
 
@@ -344,7 +344,7 @@ class Runner:
         _LOG.info("Rebuilt the run graph from the database (%d active request(s), %d job(s) running)",
                   len(self.graph.requests), len(self._active))  # fmt: skip
 
-    def _committed(self, batch: list[_Event], launches: list[Launch]) -> None:
+    def _committed(self, batch: list[_Event]) -> None:
         if self.fault is not None:
             _LOG.warning("Database writes work again after %d failed attempt(s) over %.0f s",
                          self.fault.failures, time.time() - self.fault.since)  # fmt: skip
