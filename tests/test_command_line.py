@@ -30,7 +30,6 @@ from lsst.ctrl.bps.panda.command_line import (
     encode_hex,
     export_prefix,
     files_field,
-    pseudo_input_name,
     shell_unsafe,
 )
 from lsst.ctrl.bps.panda.panda_workflow import PandaBpsWmsWorkflow
@@ -121,9 +120,6 @@ def test_pseudo_names() -> None:
     assert command.lazy == ("qgraphNodeId",)
     cmdvals = {"qgraphNodeId": "a,b", "qgraphId": 7}
     assert command.pseudo_name("j", "j", cmdvals) == "j+qgraphNodeId:a,b+qgraphId:"
-    assert (
-        pseudo_input_name("j", [("qgraphNodeId", "a,b"), ("qgraphId", "")]) == "j+qgraphNodeId:a,b+qgraphId:"
-    )
     both = CommandTemplate("/bin/run", "{qgraphId} {qgraphNodeId}", {}, ("qgraphNodeId", "qgraphId"))
     assert both.resolve((), _context()).pseudo_name("j", "b", cmdvals) == "b+qgraphNodeId:a,b+qgraphId:7"
     none = CommandTemplate("/bin/run", "", {}, ("qgraphNodeId", "qgraphId")).resolve((), _context())

@@ -82,7 +82,10 @@ def test_prepare_synthetic_through_public_interface(tmp_path: Path) -> None:
     assert record["extra"]["operator"] == "bench"
     assert record["extra"]["site"] == "SITE"
     assert record["extra"]["endpoint"] == prepared.distribution_endpoint
-    assert SubmitRecord.read(submit).label_totals["isr"] == 3 * 8 + 47
+    assert (
+        sum(task.jobs for task in SubmitRecord.read(submit).tasks.values() if task.label == "isr")
+        == 3 * 8 + 47
+    )
 
 
 def test_maps_zipped_once_unless_split(tmp_path: Path) -> None:

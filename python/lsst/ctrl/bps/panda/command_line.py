@@ -48,7 +48,6 @@ __all__ = [
     "encode_hex",
     "export_prefix",
     "files_field",
-    "pseudo_input_name",
     "shell_unsafe",
 ]
 
@@ -241,24 +240,6 @@ def export_prefix(environment: Mapping[str, str]) -> str:
         ``export K='v'; `` per variable, in order.
     """
     return "".join(f"export {key}={shlex.quote(value)}; " for key, value in environment.items())
-
-
-def pseudo_input_name(base: str, params: Iterable[tuple[str, str]]) -> str:
-    """Return a pseudo input name carrying placeholder values.
-
-    Parameters
-    ----------
-    base : `str`
-        Job name (or the final job's fixed base name).
-    params : `~collections.abc.Iterable` [`tuple` [`str`, `str`]]
-        Placeholder name and value, in ``placeholderParams`` order.
-
-    Returns
-    -------
-    name : `str`
-        ``<base>+<k1>:<v1>+<k2>:<v2>...``.
-    """
-    return base + "".join(f"+{key}:{value}" for key, value in params)
 
 
 def files_field(files: Mapping[str, str]) -> str:

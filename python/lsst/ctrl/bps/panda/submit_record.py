@@ -88,14 +88,6 @@ class SubmitRecord:
     submit_started: str | None = None
 
     @property
-    def label_totals(self) -> dict[str, int]:
-        """Expected job count per label, in task order (`dict`)."""
-        totals: dict[str, int] = {}
-        for task in self.tasks.values():
-            totals[task.label] = totals.get(task.label, 0) + task.jobs
-        return totals
-
-    @property
     def name_on_server(self) -> str:
         """The request name the server knows the run by (`str`)."""
         return self.request_name or self.run_name
