@@ -18,6 +18,8 @@ from functools import cache
 from typing import Any
 
 __all__ = [
+    "BUILD_REQUEST_VARIABLE",
+    "BUILD_SIGNATURE_VARIABLE",
     "CACHE_DOWNLOAD_PREFIX",
     "CACHE_SIZE_LIMIT",
     "CACHE_UPLOAD_PATH",
@@ -34,6 +36,7 @@ __all__ = [
     "RETRY_UNLESS_EXIT_ATTRIBUTE",
     "SUBMIT_RECORD_FILENAME",
     "WORKFLOW_JSON_FILENAME",
+    "ZIP_PREFIX",
 ]
 
 DEFAULTS_URI = "resource://lsst.ctrl.bps.panda/etc/panda_defaults.yaml"
@@ -58,6 +61,16 @@ LOCAL_SERVICE_NAME = "panda-local"
 """Identity of the local service in what it serves: ``locking_thread_name``
 of its request rows (how ``reporting`` recognises a local run),
 ``scheduler_id`` of its job rows, issuer and audience of its tokens."""
+
+BUILD_REQUEST_VARIABLE = "IDDS_BUILD_REQUEST_ID"
+"""Environment variable of a remote-build job: the request it builds into."""
+
+BUILD_SIGNATURE_VARIABLE = "IDDS_BUIL_SIGNATURE"
+"""Environment variable of a remote-build job: the request's signature
+(spelled as iDDS spells it)."""
+
+ZIP_PREFIX = "idds_zip:"
+"""Marker iDDS puts in front of zipped data (``zip_data``)."""
 
 RELAY_PATH = "/server/panda/relay_idds_command"
 """Legacy relay route used by panda-client's iDDS API."""

@@ -38,6 +38,8 @@ from typing import Any
 
 from zlib_ng import zlib_ng
 
+from .constants import ZIP_PREFIX
+
 ZIP_LEVEL = 3
 """Compression level of the zipped maps.
 
@@ -59,9 +61,6 @@ PIECE_ENTRIES = 256
 
 MAX_PENDING = 2
 """Maps waiting for the compressing thread before the builder waits."""
-
-ZIP_PREFIX = "idds_zip:"
-"""Marker iDDS puts in front of zipped data."""
 
 encode_name: Callable[[str], str] = json.encoder.encode_basestring_ascii
 """Return a string as a JSON string literal, as `json.dumps` does."""

@@ -39,11 +39,10 @@ import sys
 import traceback
 from typing import Any
 
+from lsst.ctrl.bps.panda.constants import BUILD_REQUEST_VARIABLE, BUILD_SIGNATURE_VARIABLE
+
 EXIT_USAGE = 64
 """Exit code for wrong arguments or a missing environment variable."""
-
-REQUEST_VARIABLE = "IDDS_BUILD_REQUEST_ID"
-SIGNATURE_VARIABLE = "IDDS_BUIL_SIGNATURE"
 
 
 def _build(config_file: str, compute_site: str | None) -> tuple[Any, Any]:
@@ -105,7 +104,9 @@ def main(argv: list[str] | None = None) -> int:
     if len(args) not in (2, 3):
         print("usage: build_cmd_line_decoder.py ARCHIVE SUBMIT_FILE [COMPUTE_SITE]", file=sys.stderr)
         return EXIT_USAGE
-    missing = [name for name in (REQUEST_VARIABLE, SIGNATURE_VARIABLE) if not os.environ.get(name)]
+    missing = [
+        name for name in (BUILD_REQUEST_VARIABLE, BUILD_SIGNATURE_VARIABLE) if not os.environ.get(name)
+    ]
     if missing:
         print(f"build_cmd_line_decoder: {' and '.join(missing)} not set", file=sys.stderr)
         return EXIT_USAGE
@@ -113,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
                         format="%(asctime)s %(name)s %(levelname)s: %(message)s")  # fmt: skip
     archive, config_file = args[0], args[1]
     compute_site = args[2] if len(args) > 2 and args[2] else None
-    request_id = int(os.environ[REQUEST_VARIABLE])
+    request_id = int(os.environ[BUILD_REQUEST_VARIABLE])
     print(f"build_cmd_line_decoder: start {datetime.datetime.now(datetime.UTC)} request {request_id}")
     print(f"build_cmd_line_decoder: config {config_file}, site {compute_site}, in {os.getcwd()}")
     try:
@@ -127,7 +128,7 @@ def main(argv: list[str] | None = None) -> int:
             _show_subprocess_log(str(exc))
             print(f"build_cmd_line_decoder: bps build failed: {exc}", file=sys.stderr)
             return _subprocess_code(exc)
-        result = _send(workflow, request_id, os.environ[SIGNATURE_VARIABLE])
+        result = _send(workflow, request_id, os.environ[BUILD_SIGNATURE_VARIABLE])
     except Exception as exc:  # every failure ends the build job with its message last
         traceback.print_exc()
         print(f"build_cmd_line_decoder: remote build failed: {type(exc).__name__}: {exc}", file=sys.stderr)

@@ -14,7 +14,7 @@ the request id keyed by the service's token, so no table stores it.
 
 from __future__ import annotations
 
-__all__ = ["SIGNATURE_VARIABLE", "build_signature"]
+__all__ = ["build_signature"]
 
 import functools
 import hashlib
@@ -23,9 +23,6 @@ import json
 import os
 
 from .layout import StateLayout
-
-SIGNATURE_VARIABLE = "IDDS_BUIL_SIGNATURE"
-"""Job environment variable holding the build request's signature."""
 
 
 @functools.cache

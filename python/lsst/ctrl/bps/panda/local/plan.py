@@ -29,7 +29,7 @@ import zlib
 from dataclasses import dataclass, field
 from typing import Any
 
-from lsst.ctrl.bps.panda.constants import RETRY_UNLESS_EXIT_ATTRIBUTE
+from lsst.ctrl.bps.panda.constants import RETRY_UNLESS_EXIT_ATTRIBUTE, ZIP_PREFIX
 
 from .event_service import EventService, event_service_of
 
@@ -108,7 +108,7 @@ def unzip(data: Any) -> Any:
     data : `typing.Any`
         The unzipped value (unchanged when not zipped).
     """
-    while isinstance(data, str) and data.startswith("idds_zip:"):
+    while isinstance(data, str) and data.startswith(ZIP_PREFIX):
         data = json.loads(zlib.decompress(base64.b64decode(data[9:])).decode())
     return data
 

@@ -36,9 +36,9 @@ from typing import Any
 
 from sqlalchemy import Connection
 
-from lsst.ctrl.bps.panda.constants import IN_PLACEHOLDER
+from lsst.ctrl.bps.panda.constants import BUILD_REQUEST_VARIABLE, BUILD_SIGNATURE_VARIABLE, IN_PLACEHOLDER
 
-from .build import SIGNATURE_VARIABLE, build_signature
+from .build import build_signature
 from .graph import JobState, Launch, RunGraph
 from .layout import StateLayout
 from .naming import bps_job_name
@@ -446,8 +446,8 @@ class Runner:
         env["PandaID"] = str(launch.panda_id)
         env["PANDAID"] = str(launch.panda_id)
         env["PanDA_TaskID"] = str(launch.transform_id)
-        env["IDDS_BUILD_REQUEST_ID"] = str(launch.request_id)
-        env[SIGNATURE_VARIABLE] = build_signature(self.state_dir, launch.request_id)
+        env[BUILD_REQUEST_VARIABLE] = str(launch.request_id)
+        env[BUILD_SIGNATURE_VARIABLE] = build_signature(self.state_dir, launch.request_id)
         env[JOB_MARKER_VARIABLE] = f"{self.state_dir}:{launch.panda_id}"
         return env
 
