@@ -35,6 +35,7 @@ from lsst.ctrl.bps.panda.exceptions import IDDSRequestError
 from lsst.ctrl.bps.panda.idds_model import (
     COUNTER_BUCKETS,
     DATE_FORMAT,
+    JOB_RETRIED,
     JOB_TERMINAL,
     bucket_of,
     transform_status,
@@ -54,9 +55,8 @@ DETAIL_TEMPLATE = load_sample("relay-get_requests-detail.response.json")[0]
 NODETAIL_TEMPLATE = load_sample("relay-get_requests-nodetail.response.json")[0]
 DETAIL_ONLY_KEYS = sorted(set(DETAIL_TEMPLATE) - set(NODETAIL_TEMPLATE))
 
-_RETRYABLE = frozenset(
-    {ContentStatus.Failed, ContentStatus.FinalFailed, ContentStatus.Missing, ContentStatus.Cancelled}
-)
+# A fake job can be put in Failed directly; a retry resets it too.
+_RETRYABLE = JOB_RETRIED | {ContentStatus.Failed}
 _JOB_STATUS = {
     ContentStatus.New: None,
     ContentStatus.PreProcessing: "defined",

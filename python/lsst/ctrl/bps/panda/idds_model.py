@@ -18,6 +18,7 @@ __all__ = [
     "BUCKET_STATUS",
     "COUNTER_BUCKETS",
     "DATE_FORMAT",
+    "JOB_RETRIED",
     "JOB_TERMINAL",
     "REQUEST_FINAL",
     "REQUEST_TERMINAL",
@@ -67,6 +68,10 @@ JOB_TERMINAL = frozenset(
     {ContentStatus.Available, ContentStatus.FinalFailed, ContentStatus.Missing, ContentStatus.Cancelled}
 )
 """Content (job) statuses that never change without a retry."""
+
+JOB_RETRIED = JOB_TERMINAL - {ContentStatus.Available}
+"""Content statuses a retry (``ResumeRequest``) puts back to work: every
+terminal one but success."""
 
 COUNTER_BUCKETS = ("processed", "new", "preprocessing", "activated", "failed", "missing", "processing")
 """Counter buckets, ``<prefix>_<bucket>_files`` (doc/wire-protocol.md §10)."""

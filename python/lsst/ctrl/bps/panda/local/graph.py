@@ -26,6 +26,7 @@ from idds.common.constants import ContentStatus, RequestStatus, TransformStatus
 from sqlalchemy import Connection, bindparam, func, select, update
 
 from lsst.ctrl.bps.panda.idds_model import (
+    JOB_RETRIED,
     JOB_TERMINAL,
     REQUEST_TERMINAL,
     TRANSFORM_TERMINAL,
@@ -39,7 +40,6 @@ from .store import JOB_COLUMNS, conditions, deps, jobs, requests, transforms
 _LOG = logging.getLogger(__name__)
 
 _RUNNABLE = (ContentStatus.Activated, ContentStatus.Failed)
-_RETRYABLE = (ContentStatus.FinalFailed, ContentStatus.Missing, ContentStatus.Cancelled)
 
 
 @dataclass
@@ -597,7 +597,7 @@ class RunGraph:
             self.jobs[job_id]
             for tf in req.transforms.values()
             for job_id in tf.job_ids
-            if self.jobs[job_id].status in _RETRYABLE
+            if self.jobs[job_id].status in JOB_RETRIED
         ]
         if not reset:
             return False
