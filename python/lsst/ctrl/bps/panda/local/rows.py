@@ -37,7 +37,7 @@ from idds.common.constants import (
 from sqlalchemy import Connection, func, select
 
 from lsst.ctrl.bps.panda.constants import LOCAL_SERVICE_NAME
-from lsst.ctrl.bps.panda.idds_model import TRANSFORM_TERMINAL
+from lsst.ctrl.bps.panda.idds_model import COUNTER_BUCKETS, TRANSFORM_TERMINAL
 
 from .event_service import stored_event_services
 from .layout import StateLayout
@@ -277,9 +277,6 @@ def _sorted(row: dict[str, Any]) -> dict[str, Any]:
     return dict(sorted(row.items()))
 
 
-_COLL_KEYS = ("processed", "new", "preprocessing", "activated", "failed", "missing", "processing")
-
-
 def _collection(
     prefix: str, coll_id: int, tid: int, status: CollectionStatus, numbers: dict[str, int]
 ) -> dict[str, Any]:
@@ -292,7 +289,7 @@ def _collection(
         f"{prefix}_coll_bytes": 0,
         f"{prefix}_total_files": numbers["total"],
     }
-    for key in _COLL_KEYS:
+    for key in COUNTER_BUCKETS:
         row[f"{prefix}_{key}_files"] = numbers[key]
     return row
 
@@ -307,5 +304,5 @@ _DETAIL_KEYS = (
         for p in ("input", "output")
         for k in ("coll_id", "coll_transform_id", "coll_scope", "coll_name", "coll_status", "coll_bytes")
     ),
-    *(f"{p}_{k}_files" for p in ("input", "output") for k in ("total", *_COLL_KEYS)),
+    *(f"{p}_{k}_files" for p in ("input", "output") for k in ("total", *COUNTER_BUCKETS)),
 )
