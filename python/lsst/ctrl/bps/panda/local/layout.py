@@ -6,7 +6,7 @@
 
 from __future__ import annotations
 
-__all__ = ["StateLayout", "default_state_dir"]
+__all__ = ["PAYLOAD_STDERR", "PAYLOAD_STDOUT", "StateLayout", "default_state_dir"]
 
 import os
 import zlib
@@ -16,6 +16,12 @@ from .naming import bps_job_name, safe_component, task_label
 
 STATE_DIR_VARIABLE = "PANDA_LOCAL_STATE"
 """Environment variable naming the default state directory."""
+
+PAYLOAD_STDOUT = "payload.stdout"
+"""File of an attempt's directory holding the payload's standard output."""
+
+PAYLOAD_STDERR = "payload.stderr"
+"""File of an attempt's directory holding the payload's standard error."""
 
 
 def default_state_dir() -> str:

@@ -32,7 +32,7 @@ from typing import Any
 from idds.common.constants import ContentStatus, RequestStatus
 from sqlalchemy import Connection, func, select
 
-from .layout import StateLayout
+from .layout import PAYLOAD_STDERR, StateLayout
 from .naming import STATE_ORDER, bps_job_name, task_label
 from .store import jobs, requests, transforms
 
@@ -222,7 +222,7 @@ def job_lines(conn: Connection, request_id: int, layout: StateLayout) -> list[Jo
         stderr = None
         if attempt:
             workdir = layout.attempt_dir(request_id, row["task_name"], row["name"], attempt)
-            stderr = os.path.join(workdir, "payload.stderr")
+            stderr = os.path.join(workdir, PAYLOAD_STDERR)
         lines.append(
             JobLine(
                 label=task_label(row["task_name"]),

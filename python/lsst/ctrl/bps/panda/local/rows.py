@@ -40,7 +40,7 @@ from lsst.ctrl.bps.panda.constants import LOCAL_SERVICE_NAME
 from lsst.ctrl.bps.panda.idds_model import COUNTER_BUCKETS, TRANSFORM_TERMINAL
 
 from .event_service import stored_event_services
-from .layout import StateLayout
+from .layout import PAYLOAD_STDERR, StateLayout
 from .statuses import counters
 from .store import jobs, requests, transforms
 from .wire import enum_dict, format_date, format_period
@@ -247,6 +247,7 @@ class RowBuilder:
         if job["panda_id"]:
             workdir = self.layout.attempt_dir(job["request_id"], job["task_name"], job["name"], attempt)
         failed = job["exit_code"] not in (None, 0)
+        diag = f"exit code {job['exit_code']}; see {workdir}/{PAYLOAD_STDERR}" if failed else None
         row.update(
             content_id=job["job_id"], transform_id=tid, coll_id=2 * tid, request_id=job["request_id"],
             workload_id=tid, map_id=job["map_id"], scope="pseudo_dataset", name=job["name"],
@@ -264,7 +265,7 @@ class RowBuilder:
             max_attempt=job["max_attempt"] + job["attempt_base"] + job["lost_attempts"],
             job_status=job["job_status"], job_name=f"{job['task_name']}.{job['map_id']}",
             trans_exit_code=job["exit_code"], exe_error_code=job["exit_code"],
-            exe_error_diag=f"exit code {job['exit_code']}; see {workdir}/payload.stderr" if failed else None,
+            exe_error_diag=diag,
             pilot_error_code=0 if job["panda_id"] else None, computing_site=job["site"],
             cloud=job["cloud"], task_id=tid, jedi_task_id=tid, req_id=job["request_id"],
             core_count=job["core_count"], n_input_files=1, sub_map_id=0, dep_sub_map_id=0,

@@ -40,7 +40,7 @@ from lsst.ctrl.bps.panda.constants import BUILD_REQUEST_VARIABLE, BUILD_SIGNATUR
 
 from .build import build_signature
 from .graph import JobState, Launch, RunGraph
-from .layout import StateLayout
+from .layout import PAYLOAD_STDERR, PAYLOAD_STDOUT, StateLayout
 from .naming import bps_job_name
 from .store import Store
 
@@ -375,7 +375,7 @@ class Runner:
         """Write one ``panda-local.log`` line for a failed attempt."""
         if outcome not in ("retry", "failed", "failed-no-retry"):
             return
-        stderr = os.path.join(self._workdir(launch), "payload.stderr")
+        stderr = os.path.join(self._workdir(launch), PAYLOAD_STDERR)
         what = {
             "retry": "will be retried",
             "failed": "failed for good (no attempts left)",
@@ -484,8 +484,8 @@ class Runner:
         command = launch.executable.replace(IN_PLACEHOLDER, launch.name)
         os.makedirs(workdir, exist_ok=True)
         with (
-            open(os.path.join(workdir, "payload.stdout"), "wb") as out,
-            open(os.path.join(workdir, "payload.stderr"), "wb") as err,
+            open(os.path.join(workdir, PAYLOAD_STDOUT), "wb") as out,
+            open(os.path.join(workdir, PAYLOAD_STDERR), "wb") as err,
         ):
             return subprocess.Popen(
                 ["bash", "-c", _WRAPPER, "panda-local-job", command],
