@@ -32,6 +32,7 @@ __all__ = [
     "NO_DIRECT_IO",
     "PANDA_DEFAULT_KEYS",
     "PANDA_DEFAULT_NAME_LENGTH",
+    "PANDA_SERVER_PATH",
     "RELAY_PATH",
     "RETRY_UNLESS_EXIT_ATTRIBUTE",
     "SUBMIT_RECORD_FILENAME",
@@ -72,7 +73,10 @@ BUILD_SIGNATURE_VARIABLE = "IDDS_BUIL_SIGNATURE"
 ZIP_PREFIX = "idds_zip:"
 """Marker iDDS puts in front of zipped data (``zip_data``)."""
 
-RELAY_PATH = "/server/panda/relay_idds_command"
+PANDA_SERVER_PATH = "/server/panda"
+"""Path of ``PANDA_URL``/``PANDA_URL_SSL`` (panda-client adds its routes)."""
+
+RELAY_PATH = PANDA_SERVER_PATH + "/relay_idds_command"
 """Legacy relay route used by panda-client's iDDS API."""
 
 WORKFLOW_JSON_FILENAME = "panda_idds_workflow.json"

@@ -29,7 +29,12 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
-from lsst.ctrl.bps.panda.constants import CACHE_DOWNLOAD_PREFIX, CACHE_UPLOAD_PATH, RELAY_PATH
+from lsst.ctrl.bps.panda.constants import (
+    CACHE_DOWNLOAD_PREFIX,
+    CACHE_UPLOAD_PATH,
+    PANDA_SERVER_PATH,
+    RELAY_PATH,
+)
 
 from .auth import AUTH_FAILED_PREFIX, TokenInfo
 from .cache import CacheEndpoint, FileCache
@@ -137,7 +142,7 @@ def _cache_routes(endpoint: CacheEndpoint) -> list[Route]:
     return [
         Route(CACHE_UPLOAD_PATH, endpoint.upload, methods=["POST", "PUT"]),
         Route(download, endpoint.download, methods=["GET"]),
-        Route("/server/panda" + download, endpoint.download, methods=["GET"]),
+        Route(PANDA_SERVER_PATH + download, endpoint.download, methods=["GET"]),
     ]
 
 

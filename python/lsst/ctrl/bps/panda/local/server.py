@@ -27,6 +27,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from lsst.ctrl.bps.panda.constants import PANDA_SERVER_PATH
+
 from .auth import ensure_token
 from .layout import StateLayout
 from .pidfile import ServiceProcess, claim_pid_file, pid_alive, release_pid_file
@@ -131,7 +133,7 @@ def base_url(host: str, port: int) -> str:
         The value of ``PANDA_URL``/``PANDA_URL_SSL``.
     """
     netloc = f"[{host}]" if ":" in host else host
-    return f"http://{netloc}:{port}/server/panda"
+    return f"http://{netloc}:{port}{PANDA_SERVER_PATH}"
 
 
 def client_env(layout: StateLayout, host: str, port: int) -> dict[str, str]:
