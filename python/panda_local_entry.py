@@ -83,10 +83,6 @@ def main() -> None:
     cli_main()
 
 
-if __name__ == "__main__":
-    main()
-
-
 def ctrl_bps_panda_dir() -> None:
     """Run ``ctrl_bps_panda_dir`` (print the site configs' directory) just as
     fast: it too needs nothing of ctrl_bps.
@@ -95,3 +91,7 @@ def ctrl_bps_panda_dir() -> None:
     from lsst.ctrl.bps.panda.cli.install_dir import main as dir_main
 
     dir_main()
+
+
+if __name__ == "__main__":
+    main()
