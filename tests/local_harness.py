@@ -340,7 +340,7 @@ class LocalService:
             Request counts, running jobs and ``fault`` (set while database
             writes fail), as shown by ``panda-local status``.
         """
-        from .routes import STATUS_PATH
+        from lsst.ctrl.bps.panda.local.routes import STATUS_PATH
 
         info = read_service_file(self.layout)
         if info is None:
