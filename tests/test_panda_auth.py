@@ -191,6 +191,7 @@ def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("PANDA_AUTH_VO", VO)
     monkeypatch.setenv("PANDA_URL_SSL", "http://127.0.0.1:9/server/panda")
     monkeypatch.setenv("PANDA_URL", "http://127.0.0.1:9/server/panda")
+    monkeypatch.setenv("PANDA_VERIFY_HOST", "off")
     monkeypatch.setenv("PANDA_BEHIND_REAL_LB", "1")
     return tmp_path
 
@@ -333,6 +334,18 @@ def test_missing_environment_names_variable(
     else:
         _assert_one_line_error(result, f"environment variable {variable} is not set")
     assert (env / ".token").exists()  # reset checks before it cleans
+
+
+@pytest.mark.parametrize("variable", ["PANDA_URL", "PANDA_VERIFY_HOST"])
+def test_reset_needs_what_the_existing_tool_needs(
+    env: Path, monkeypatch: pytest.MonkeyPatch, variable: str
+) -> None:
+    """``reset`` exits 1 without these, as the existing tool does; the
+    token is kept."""
+    write_token(env, 3600)
+    monkeypatch.delenv(variable)
+    _assert_one_line_error(invoke("reset"), f"environment variable {variable} is not set")
+    assert (env / ".token").exists()
 
 
 def test_wrong_auth_mode(env: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -305,8 +305,19 @@ def reset(verbose: bool) -> None:
     _run(lambda: _reset(verbose))
 
 
+# Also required by ``reset`` (the existing tool exits 1 without them, and
+# cron scripts test that exit status).
+_RESET_ALSO_NEEDS = {
+    "PANDA_URL": "the PanDA server URL, e.g. https://host/server/panda",
+    "PANDA_VERIFY_HOST": "whether to verify the server's host certificate, e.g. on",
+}
+
+
 def _reset(verbose: bool) -> None:
     env = auth_environment("reset")
+    for name, why in _RESET_ALSO_NEEDS.items():
+        if name not in os.environ:
+            raise _missing(name, "reset", why)
     external = _external_token_vars()
     if external:
         raise PandaAuthError(
