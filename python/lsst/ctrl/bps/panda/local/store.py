@@ -320,21 +320,7 @@ class Store:
         with self._insert_lock, self.begin() as conn:
             result = conn.execute(requests.insert().values(**_request_row(plan, username, now)))
             request_id = _primary_key(result)
-            if plan.conditions:
-                conn.execute(
-                    conditions.insert(),
-                    [
-                        {
-                            "request_id": request_id,
-                            "internal_id": cond.internal_id,
-                            "spec": json.dumps(
-                                {"tree": cond.tree, "true": cond.true_works, "false": cond.false_works}
-                            ),
-                            "fired": False,
-                        }
-                        for cond in plan.conditions
-                    ],
-                )
+            _insert_conditions(conn, request_id, plan)
             self._insert_works(conn, request_id, plan.works, now)
         return request_id
 
@@ -359,21 +345,7 @@ class Store:
         now = time.time()
         with self._insert_lock, self.begin() as conn:
             before = conn.execute(select(func.max(transforms.c.transform_id))).scalar() or 0
-            if plan.conditions:
-                conn.execute(
-                    conditions.insert(),
-                    [
-                        {
-                            "request_id": request_id,
-                            "internal_id": cond.internal_id,
-                            "spec": json.dumps(
-                                {"tree": cond.tree, "true": cond.true_works, "false": cond.false_works}
-                            ),
-                            "fired": False,
-                        }
-                        for cond in plan.conditions
-                    ],
-                )
+            _insert_conditions(conn, request_id, plan)
             self._insert_works(conn, request_id, plan.works, now)
             query = select(transforms.c.transform_id).where(
                 transforms.c.request_id == request_id, transforms.c.transform_id > before
@@ -418,3 +390,29 @@ class Store:
             conn.execute(jobs.insert(), job_rows)
         if dep_rows:
             conn.execute(deps.insert(), dep_rows)
+
+
+def _insert_conditions(conn: Any, request_id: int, plan: RequestPlan) -> None:
+    """Store the conditions of a decoded workflow, not fired yet.
+
+    Parameters
+    ----------
+    conn : `sqlalchemy.engine.Connection`
+        The open transaction.
+    request_id : `int`
+        The request they gate works of.
+    plan : `RequestPlan`
+        The decoded workflow.
+    """
+    if not plan.conditions:
+        return
+    rows = [
+        {
+            "request_id": request_id,
+            "internal_id": cond.internal_id,
+            "spec": json.dumps({"tree": cond.tree, "true": cond.true_works, "false": cond.false_works}),
+            "fired": False,
+        }
+        for cond in plan.conditions
+    ]
+    conn.execute(conditions.insert(), rows)
