@@ -23,6 +23,7 @@ import sys
 import tempfile
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 from idds.common.utils import json_dumps
 from idds.workflowv2.workflow import AndCondition
@@ -33,29 +34,30 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from prepare_helpers import make_config
 from synthetic_workflow import build_workflow
 
-from lsst.ctrl.bps.panda.idds_workflow_generator import IDDSWorkflowGenerator
+from lsst.ctrl.bps.panda import request_encoding
 from lsst.ctrl.bps.panda.panda_workflow import workflow_labels
 from lsst.ctrl.bps.panda.service_settings import ServiceSettings
+from lsst.ctrl.bps.panda.workflow_plan import plan_workflow
 
 
-class _SinkGateGenerator(IDDSWorkflowGenerator):
-    """The replaced rule: gate on the works no other work depends on."""
+class _SinkCondition(AndCondition):
+    """The replaced rule: of the works given, those no other depends on."""
 
-    def _gate(self, workflow: Any, works: list[Any], final_works: list[Any]) -> None:
+    def __init__(self, conditions: list[Any], true_works: list[Any]) -> None:
+        works = [condition.__self__ for condition in conditions]  # bound ``work.is_terminated``
         parents = {name for work in works for name in work.dependency_tasks or ()}
         sinks = [work for work in works if work.task_name not in parents]
-        workflow.add_condition(
-            AndCondition(conditions=[w.is_terminated for w in sinks], true_works=final_works)
-        )
+        super().__init__(conditions=[w.is_terminated for w in sinks], true_works=true_works)
 
 
-def measure(generator_class: type[IDDSWorkflowGenerator], n_jobs: int, work_dir: Path) -> dict[str, int]:
+def measure(rule: str, n_jobs: int, work_dir: Path) -> dict[str, int]:
     """Translate and serialise the synthetic workflow with one rule.
 
     Parameters
     ----------
-    generator_class : `type`
-        The generator (the package's, or the replaced rule).
+    rule : `str`
+        ``"all"`` (the package's) or ``"sinks"`` (the replaced rule,
+        put in place of the encoder's condition for this call).
     n_jobs : `int`
         Jobs in the synthetic workflow.
     work_dir : `pathlib.Path`
@@ -69,10 +71,14 @@ def measure(generator_class: type[IDDSWorkflowGenerator], n_jobs: int, work_dir:
     workflow = build_workflow(n_jobs, work_dir, shape="short")  # the shape of its figures in doc/design.md
     config = make_config(work_dir)
     settings = ServiceSettings.from_config(config, workflow_labels(workflow))
-    generated = generator_class(settings, workflow).build()
-    template = generated.idds_workflow.template
+    plan = plan_workflow(settings, workflow)
+    with mock.patch.object(
+        request_encoding, "AndCondition", _SinkCondition if rule == "sinks" else AndCondition
+    ):
+        request = request_encoding.encode_request(plan, 0)
+    template = request.workflow.template
     (condition,) = template.conditions.values()
-    document = json_dumps(generated.idds_workflow).encode()
+    document = json_dumps(request.workflow).encode()
     return {
         "works": len(template.works),
         "clauses": len(condition.conditions),
@@ -96,9 +102,9 @@ def main(argv: list[str] | None = None) -> None:
     print("jobs      rule   works clauses    json_bytes    gzip_bytes")
     for n_jobs in args.jobs:
         figures = {}
-        for rule, cls in (("sinks", _SinkGateGenerator), ("all", IDDSWorkflowGenerator)):
+        for rule in ("sinks", "all"):
             with tempfile.TemporaryDirectory(prefix="final_gate_") as tmp:
-                figures[rule] = measure(cls, n_jobs, Path(tmp))
+                figures[rule] = measure(rule, n_jobs, Path(tmp))
             f = figures[rule]
             print(
                 f"{n_jobs:<9d} {rule:6s} {f['works']:5d} {f['clauses']:7d} "

@@ -8,8 +8,8 @@ Runs ``PanDAService.prepare`` and ``submit`` of the synthetic workflow
 (`synthetic_workflow`) ``--repeats`` times in this process against the
 relay stand-in (a separate process), with a timer around each stage
 function, and prints the median µs per job of every stage over the
-repeats after the first. Stages nest (``gen.build`` holds the ``gen.*``
-below it; ``write`` holds ``json_dumps``; ``transport.submit`` holds the
+repeats after the first. Stages nest (``plan`` holds the ``plan.*``
+below it, ``encode`` the ``encode.*``; ``transport.submit`` holds the
 panda-client call with its gzip). Repeats in one process reuse freed
 memory, so the totals are lower than `bench_prepare_submit`'s fresh-process
 figures; use this for proportions, that for claims.
@@ -56,21 +56,31 @@ def _timed(label: str, function: Callable[..., Any]) -> Callable[..., Any]:
 
 def _instrument() -> None:
     """Put the timers around the stage functions."""
-    from lsst.ctrl.bps.panda import idds_transport, panda_service, panda_workflow, service_settings
-    from lsst.ctrl.bps.panda import idds_workflow_generator as generator
+    from lsst.ctrl.bps.panda import (
+        idds_transport,
+        job_description,
+        panda_service,
+        panda_workflow,
+        request_encoding,
+        service_settings,
+        workflow_plan,
+    )
 
     settings_from_config = service_settings.ServiceSettings.__dict__["from_config"].__func__
     service_settings.ServiceSettings.from_config = classmethod(_timed("settings", settings_from_config))
     panda_workflow.flatten = _timed("flatten", panda_workflow.flatten)
-    panda_workflow.json_dumps = _timed("json_dumps", panda_workflow.json_dumps)
+    panda_workflow.plan_workflow = _timed("plan", panda_workflow.plan_workflow)
+    workflow_plan.describe_jobs = _timed("plan.describe", job_description.describe_jobs)
+    for name in ("_cut", "_pseudo_names", "_task_settings", "_runner_command"):
+        setattr(workflow_plan, name, _timed(f"plan.{name}", getattr(workflow_plan, name)))
+    panda_workflow.encode_request = _timed("encode", panda_workflow.encode_request)
+    request_encoding.json_dumps = _timed("encode.json_dumps", request_encoding.json_dumps)
+    for name in ("_build_workflow", "_add_map", "_new_work", "map_entries"):
+        setattr(request_encoding, name, _timed(f"encode.{name}", getattr(request_encoding, name)))
+    zipper = request_encoding.MapZipper
+    zipper._take_oldest = _timed("encode.zip_wait", zipper._take_oldest)
     workflow_class = panda_workflow.PandaBpsWmsWorkflow
     workflow_class.write = _timed("write", workflow_class.write)
-    generator_class = generator.IDDSWorkflowGenerator
-    for name in ("build", "_describe", "_cut", "_name_jobs", "_make_work", "_task_settings", "_new_work"):
-        setattr(generator_class, name, _timed(f"gen.{name}", getattr(generator_class, name)))
-    generator.map_entries = _timed("gen.map_entries", generator.map_entries)
-    zipper = generator.MapZipper
-    zipper._take_oldest = _timed("gen.zip_wait", zipper._take_oldest)
     panda_service.stage_files = _timed("stage", panda_service.stage_files)
     transport = idds_transport.PanDARelayTransport
     transport.submit = _timed("transport.submit", transport.submit)

@@ -299,9 +299,10 @@ class FakeIDDSServer:
         self._call("ping")
         return {"Status": "OK"}
 
-    def submit(self, workflow: Any, *, max_request_length: int, request_cache: str) -> int:
-        """Create a request from an iDDS `Workflow` (works not independent
+    def submit(self, request: Any, *, request_cache: str) -> int:
+        """Create a request from an `EncodedRequest` (works not independent
         are gated)."""
+        workflow = request.workflow
         self._call("submit", workflow)
         works = workflow.get_all_works()
         independent = set(workflow.independent_works)

@@ -4,15 +4,17 @@
 # this distribution.
 """Shared helpers of the prepare tests: configs, settings, map readers."""
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from lsst.ctrl.bps import BPS_DEFAULTS, BpsConfig, GenericWorkflow, GenericWorkflowExec, GenericWorkflowJob
-from lsst.ctrl.bps.panda.idds_workflow_generator import GeneratedWorkflow, IDDSWorkflowGenerator
-from lsst.ctrl.bps.panda.panda_workflow import workflow_labels
+from lsst.ctrl.bps.panda.panda_workflow import PandaBpsWmsWorkflow, workflow_labels
+from lsst.ctrl.bps.panda.request_encoding import EncodedRequest, encode_request
 from lsst.ctrl.bps.panda.service_settings import ServiceSettings
+from lsst.ctrl.bps.panda.workflow_plan import WorkflowPlan, plan_workflow
 
 
 def make_config(tmp_path: Path, text: str = "", **values: Any) -> BpsConfig:
@@ -32,18 +34,61 @@ def make_config(tmp_path: Path, text: str = "", **values: Any) -> BpsConfig:
     return BpsConfig(str(path), defaults=BPS_DEFAULTS)
 
 
-def generate(tmp_path: Path, workflow: GenericWorkflow, text: str = "", **values: Any) -> GeneratedWorkflow:
+@dataclass(frozen=True)
+class Translation:
+    """A workflow planned and encoded, as prepare does it."""
+
+    plan: WorkflowPlan
+    request: EncodedRequest
+
+    @property
+    def idds_workflow(self) -> Any:
+        return self.request.workflow
+
+    @property
+    def files_to_stage(self) -> dict[str, str]:
+        return self.plan.files_to_stage
+
+    @property
+    def tasks(self) -> dict[str, Any]:
+        return self.plan.tasks
+
+    @property
+    def order_id_map(self) -> dict[str, dict[str, str]] | None:
+        return self.plan.order_id_map
+
+    @property
+    def qnode_map(self) -> dict[str, str] | None:
+        return self.plan.qnode_map
+
+
+def translate(
+    settings: ServiceSettings, workflow: GenericWorkflow, max_request_length: int = 0
+) -> Translation:
+    """Plan and encode a workflow (the prepare pipeline without files)."""
+    plan = plan_workflow(settings, workflow)
+    return Translation(plan, encode_request(plan, max_request_length))
+
+
+def generate(tmp_path: Path, workflow: GenericWorkflow, text: str = "", **values: Any) -> Translation:
     """Translate a workflow with settings from `make_config`."""
     settings = ServiceSettings.from_config(make_config(tmp_path, text, **values), workflow_labels(workflow))
-    return IDDSWorkflowGenerator(settings, workflow).build()
+    return translate(settings, workflow)
 
 
-def works(generated: GeneratedWorkflow) -> list[Any]:
-    """Return the works of a generated workflow, in order."""
+def staged_files(tmp_path: Path, workflow: GenericWorkflow, text: str = "", **values: Any) -> dict[str, str]:
+    """Prepare a workflow as ``bps`` does; return the files submit stages."""
+    config = make_config(tmp_path, text, **values)
+    prepared = PandaBpsWmsWorkflow.from_generic_workflow(config, workflow, None, "PanDAService")
+    return prepared.files_to_stage
+
+
+def works(generated: Translation) -> list[Any]:
+    """Return the works of a translated workflow, in order."""
     return list(generated.idds_workflow.template.works.values())
 
 
-def entries(generated: GeneratedWorkflow) -> dict[str, tuple[str, dict[str, Any]]]:
+def entries(generated: Translation) -> dict[str, tuple[str, dict[str, Any]]]:
     """Return every dependency-map entry by name, with its task name."""
     found: dict[str, tuple[str, dict[str, Any]]] = {}
     for work in works(generated):

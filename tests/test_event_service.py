@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from prepare_helpers import generate, make_config, works
+from prepare_helpers import generate, make_config, staged_files, works
 
 from lsst.ctrl.bps.panda.event_service import EventServiceSettings, parse_labels
 from lsst.ctrl.bps.panda.exceptions import PanDAConfigError
@@ -95,7 +95,9 @@ def test_order_id_map_matches_existing_plugin(tmp_path: Path, name: str) -> None
     scenario = RECORDED[name]
     generated, _ = _ours(tmp_path, name, scenario)
     assert generated.order_id_map == scenario["order_id_map"]
-    staged = "panda_order_id_map.json" in generated.files_to_stage
+    workflow = build_workflow(name, {label: s // WALLTIME_UNIT for label, s in scenario["walltime"].items()})
+    config = {"runnerCommand": RUNNER, "fileDistributionEndPoint": f"{tmp_path}/dist/", **scenario["config"]}
+    staged = "panda_order_id_map.json" in staged_files(tmp_path, workflow, uniqProcName=name, **config)
     assert staged == ("orderIdMapFilename" in scenario["staged"])
 
 

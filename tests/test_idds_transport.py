@@ -29,10 +29,10 @@ from lsst.ctrl.bps.panda.exceptions import (
 from lsst.ctrl.bps.panda.idds_transport import (
     PanDARelayTransport,
     RetryPolicy,
-    preset_json,
     transport_from_config,
     unwrap_reply,
 )
+from lsst.ctrl.bps.panda.request_encoding import encode_workflow
 
 DATA = Path(__file__).parent / "data"
 PANDA_LOCAL = Path(sys.executable).parent / "panda-local"
@@ -165,7 +165,7 @@ def submitted(service: dict[str, str]) -> int:
             patch.setenv(key, value)
         patch.delenv("PANDA_AUTH_ID_TOKEN", raising=False)
         return PanDARelayTransport().submit(
-            make_workflow("tr_fixture"), max_request_length=10**8, request_cache="/nonexistent"
+            encode_workflow(make_workflow("tr_fixture"), 10**8), request_cache="/nonexistent"
         )
 
 
@@ -249,10 +249,13 @@ def test_transport_from_empty_config() -> None:
     assert transport_from_config({"iddsServer": "https://idds/idds"}).idds_host == "https://idds/idds"
 
 
-def test_submit_serialises_once(relay_env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> None:
+def test_submit_sends_the_encoded_text(relay_env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> None:
+    """The request is serialised once, when encoded; submit sends that text
+    (the workflow is not serialised again) and the bytes are unchanged."""
     transport = PanDARelayTransport()
     recorder = recording(transport, monkeypatch)
     workflow = make_workflow("tr_submit")
+    request = encode_workflow(workflow, 10**8)
     counts = {"to_dict": 0}
     original = Workflow.to_dict
 
@@ -261,9 +264,9 @@ def test_submit_serialises_once(relay_env: dict[str, str], monkeypatch: pytest.M
         return original(self)
 
     monkeypatch.setattr(Workflow, "to_dict", counting)
-    request_id = transport.submit(workflow, max_request_length=10**8, request_cache="/nonexistent")
+    request_id = transport.submit(request, request_cache="/nonexistent")
     assert isinstance(request_id, int) and request_id > 0
-    assert counts["to_dict"] == 1
+    assert counts["to_dict"] == 0
     monkeypatch.setattr(Workflow, "to_dict", original)
     ((command, kwargs, dumper),) = recorder.calls
     assert command == "submit"
@@ -278,17 +281,14 @@ def test_submit_non_int_result_is_an_error(monkeypatch: pytest.MonkeyPatch) -> N
     recording(transport, monkeypatch, replies=[(0, [True, "3"]), (0, [True, None]), (0, [True, 0])])
     for _ in range(3):
         with pytest.raises(IDDSRequestError, match="no request id for the workflow"):
-            transport.submit(make_workflow("tr_bad"), max_request_length=10**8, request_cache="/x")
+            transport.submit(encode_workflow(make_workflow("tr_bad"), 10**8), request_cache="/x")
 
 
-def test_submit_unserialisable_workflow(monkeypatch: pytest.MonkeyPatch) -> None:
-    transport = PanDARelayTransport()
-    recorder = recording(transport, monkeypatch)
+def test_unserialisable_workflow_is_refused_before_submit() -> None:
     workflow = make_workflow("tr_unserialisable")
     workflow.template.bad_attribute = {1, 2}  # a set is not JSON
     with pytest.raises(WorkflowTranslationError, match="cannot be serialised"):
-        transport.submit(workflow, max_request_length=10**8, request_cache="/x")
-    assert recorder.calls == []
+        encode_workflow(workflow, 10**8)
 
 
 def test_get_requests_without_detail(relay_env: dict[str, str], submitted: int) -> None:
@@ -334,7 +334,7 @@ def test_retry_unknown_id(relay_env: dict[str, str]) -> None:
 
 def test_abort_and_retry_accepted(relay_env: dict[str, str]) -> None:
     transport = PanDARelayTransport()
-    request_id = transport.submit(make_workflow("tr_abort"), max_request_length=10**8, request_cache="/x")
+    request_id = transport.submit(encode_workflow(make_workflow("tr_abort"), 10**8), request_cache="/x")
     assert transport.abort(request_id) == "Command registered successfully"
     assert transport.retry(request_id) == "Command registered successfully"
 
@@ -390,7 +390,7 @@ def test_relay_down_writes_not_retried(closed_port_env: str, monkeypatch: pytest
     transport, sleeps = fast_transport(attempts=5)
     recorder = recording(transport, monkeypatch)
     with pytest.raises(PanDAUnreachableError, match="not retried") as info:
-        transport.submit(make_workflow("tr_down"), max_request_length=10**8, request_cache="/x")
+        transport.submit(encode_workflow(make_workflow("tr_down"), 10**8), request_cache="/x")
     assert info.value.operation == "submit"
     with pytest.raises(PanDAUnreachableError):
         transport.abort(4)
@@ -436,7 +436,7 @@ def test_relay_hangs_up(hanging_up_env: list[int], monkeypatch: pytest.MonkeyPat
         transport.get_requests(4)
     assert len(hanging_up_env) == 3 and len(sleeps) == 2
     with pytest.raises(PanDAUnreachableError, match="not retried"):
-        transport.submit(make_workflow("tr_hangup"), max_request_length=10**8, request_cache="/x")
+        transport.submit(encode_workflow(make_workflow("tr_hangup"), 10**8), request_cache="/x")
     assert len(hanging_up_env) == 4
 
 
@@ -453,7 +453,7 @@ def test_split_into_steps(relay_env: dict[str, str], tmp_path: Path, monkeypatch
     recorder = recording(transport, monkeypatch)
     workflow = make_workflow("tr_steps", jobs=20)
     size = len(json_dumps(workflow))
-    request_id = transport.submit(workflow, max_request_length=size // 4, request_cache=str(tmp_path))
+    request_id = transport.submit(encode_workflow(workflow, size // 4), request_cache=str(tmp_path))
     commands = recorder.commands()
     assert commands[-1] == "submit" and len(commands) >= 2
     steps = [call[1]["workflow"] for call in recorder.calls[:-1]]
@@ -556,32 +556,3 @@ def test_retry_policy_bounds() -> None:
     assert 0.5 <= delays[0] <= 1.0
     assert 1.0 <= delays[1] <= 2.0
     assert all(2.0 <= delay <= 4.0 for delay in delays[2:])
-
-
-def test_submit_sends_preset_json(relay_env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> None:
-    transport = PanDARelayTransport()
-    recorder = recording(transport, monkeypatch)
-    workflow = make_workflow("tr_preset")
-    other = make_workflow("tr_other")
-    text = json_dumps(workflow)
-    preset_json(workflow, text)
-    preset_json(other, "not sent")
-    calls = {"to_dict": 0}
-    original = Workflow.to_dict
-
-    def counting(self: Workflow) -> Any:
-        calls["to_dict"] += 1
-        return original(self)
-
-    monkeypatch.setattr(Workflow, "to_dict", counting)
-    request_id = transport.submit(workflow, max_request_length=10**8, request_cache="/nonexistent")
-    assert calls["to_dict"] == 0  # the preset text was sent
-    monkeypatch.setattr(Workflow, "to_dict", original)
-    ((_, kwargs, dumper),) = recorder.calls
-    assert dumper(kwargs) == json_dumps(kwargs)  # the same bytes as without the preset
-    (row,) = transport.get_requests(request_id)
-    assert row["name"] == "tr_preset"
-    # Used once: a second submit serialises again.
-    monkeypatch.setattr(Workflow, "to_dict", counting)
-    transport.submit(workflow, max_request_length=10**8, request_cache="/nonexistent")
-    assert calls["to_dict"] == 1

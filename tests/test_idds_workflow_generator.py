@@ -14,7 +14,7 @@ import networkx
 import pytest
 from idds.doma.workflowv2.domapandawork import DomaPanDAWork
 from idds.workflowv2.workflow import AndCondition
-from prepare_helpers import entries, generate, split_label_workflow, works
+from prepare_helpers import entries, generate, split_label_workflow, staged_files, translate, works
 
 from lsst.ctrl.bps import (
     BpsConfig,
@@ -28,8 +28,8 @@ from lsst.ctrl.bps import (
 from lsst.ctrl.bps.panda.command_line import decode_hex
 from lsst.ctrl.bps.panda.constants import RETRY_UNLESS_EXIT_ATTRIBUTE
 from lsst.ctrl.bps.panda.exceptions import WorkflowTranslationError
-from lsst.ctrl.bps.panda.idds_workflow_generator import IDDSWorkflowGenerator, even_slices
 from lsst.ctrl.bps.panda.service_settings import ServiceSettings
+from lsst.ctrl.bps.panda.workflow_plan import even_slices
 from lsst.ctrl.bps.tests.gw_test_utils import (
     make_3_label_workflow,
     make_3_label_workflow_groups_sort,
@@ -287,7 +287,7 @@ def test_config_without_final_job_section(tmp_path: Path) -> None:
     assert "finalJob" not in config
     workflow = make_3_label_workflow("wf", True)
     settings = ServiceSettings.from_config(config, ["pipetaskInit", "label1", "label2", "label3", "finalJob"])
-    generated = IDDSWorkflowGenerator(settings, workflow).build()
+    generated = translate(settings, workflow)
     final = works(generated)[-1]
     assert final.task_name == "wf_08_finalJob_01"
     assert final.processingType is None
@@ -441,7 +441,8 @@ def test_long_name_error_and_maps(tmp_path: Path) -> None:
     (work,) = works(generated)
     assert work.dependency_map[0]["name"] == "a:orderIdMap_0"
     assert generated.order_id_map == {"a": {"0": f"a_1+qgraphNodeId:{long_id}+qgraphId:"}}
-    assert generated.files_to_stage["panda_order_id_map.json"] == f"{tmp_path}/submit/panda_order_id_map.json"
+    staged = staged_files(tmp_path, _lazy_workflow(long_id), enableJobNameMap=True)
+    assert staged["panda_order_id_map.json"] == f"{tmp_path}/submit/panda_order_id_map.json"
     assert "orderIdMapFilename:panda_order_id_map.json" in work.executable
     assert work.enable_job_name_map is True
 
@@ -471,7 +472,8 @@ def test_qnode_map(tmp_path: Path) -> None:
     assert "PH:label1_301_10" in found
     assert generated.qnode_map["PH:label1_301_10"] == "label1_301_10" + SUFFIX
     assert len(generated.qnode_map) == len(found)
-    assert generated.files_to_stage["qnode_map.json"] == f"{tmp_path}/submit/qnode_map.json"
+    staged = staged_files(tmp_path, make_3_label_workflow("wf", False), enableQnodeMap=True)
+    assert staged["qnode_map.json"] == f"{tmp_path}/submit/qnode_map.json"
     assert all("qnodemap:qnode_map.json" in work.executable for work in works(generated))
 
 

@@ -6,6 +6,7 @@
 interface, with a real BpsConfig read from a submit YAML."""
 
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -17,7 +18,6 @@ from lsst.ctrl.bps import BPS_DEFAULTS, BpsConfig
 from lsst.ctrl.bps.panda import PandaBpsWmsWorkflow
 from lsst.ctrl.bps.panda.constants import SUBMIT_RECORD_FILENAME, WORKFLOW_JSON_FILENAME
 from lsst.ctrl.bps.panda.exceptions import PanDAConfigError
-from lsst.ctrl.bps.panda.idds_transport import _take_preset_json
 from lsst.ctrl.bps.panda.panda_service import PanDAService
 from lsst.ctrl.bps.panda.panda_workflow import workflow_labels
 from lsst.ctrl.bps.panda.submit_record import SubmitRecord, find_submit_dir
@@ -88,31 +88,34 @@ def test_prepare_synthetic_through_public_interface(tmp_path: Path) -> None:
     )
 
 
-def test_maps_zipped_once_unless_split(tmp_path: Path) -> None:
-    """write() stores each map in iDDS's zipped form (sent as is); a
-    request above maxRequestLength keeps plain maps for iDDS's split."""
+def test_request_encoded_once_and_written_as_sent(tmp_path: Path) -> None:
+    """prepare encodes the request once: the file holds exactly the text
+    submit sends, every map in iDDS's zipped form, and equal to what the
+    workflow serialises to."""
     prepared = _prepare(tmp_path, make_3_label_workflow("wf", True), uniqProcName="wf")
-    maps = [w._dependency_map for w in prepared.idds_workflow.template.works.values()]
-    assert all(isinstance(m, str) and m.startswith("idds_zip:") for m in maps)
-    work = next(iter(prepared.idds_workflow.template.works.values()))
+    request = prepared.request
+    assert not request.split
+    assert (tmp_path / "submit" / WORKFLOW_JSON_FILENAME).read_text() == request.text + "\n"
+    assert request.text == json_dumps(prepared.idds_workflow)
+    maps = re.findall(r'"_dependency_map": ("[^"]*"|\[)', request.text)
+    assert maps and all(m.startswith('"idds_zip:') for m in maps)
+    work = next(iter(json_loads(request.text).template.works.values()))
     assert work.dependency_map == [
         {"name": "pipetaskInit+qgraphNodeId:+qgraphId:", "order_id": 0, "dependencies": []}
     ]
-    prepared = _prepare(tmp_path, make_3_label_workflow("wf", True), uniqProcName="wf", maxRequestLength=1000)
-    maps = [w._dependency_map for w in prepared.idds_workflow.template.works.values()]
-    assert all(isinstance(m, list) for m in maps)
 
 
-def test_request_json_written_and_preset_once(tmp_path: Path) -> None:
-    """write() serialises the request once: the file holds exactly what
-    submit sends, handed to the transport; a split request is not preset."""
-    prepared = _prepare(tmp_path, make_3_label_workflow("wf", True), uniqProcName="wf")
-    text = json_dumps(prepared.idds_workflow)
-    assert (tmp_path / "submit" / WORKFLOW_JSON_FILENAME).read_text() == text + "\n"
-    assert _take_preset_json(prepared.idds_workflow) == text
-    assert _take_preset_json(prepared.idds_workflow) is None
+def test_request_above_max_length_is_split_by_idds(tmp_path: Path) -> None:
+    """A request longer than maxRequestLength is marked split (decided once,
+    at prepare) and its workflow splits into steps with iDDS's own split."""
     prepared = _prepare(tmp_path, make_3_label_workflow("wf", True), uniqProcName="wf", maxRequestLength=1000)
-    assert _take_preset_json(prepared.idds_workflow) is None
+    request = prepared.request
+    assert request.split and len(request.text) > 1000 == request.max_request_length
+    steps = prepared.idds_workflow.split_workflow_to_steps(
+        request_cache=prepared.request_cache, max_request_length=1000
+    )
+    assert steps  # the maps are plain lists: iDDS moved each to the request cache
+    assert len(list(Path(prepared.request_cache).rglob("*"))) > len(steps)
 
 
 def test_record_submission(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -21,6 +21,7 @@ from lsst.ctrl.bps import WmsRunReport, WmsStates
 from lsst.ctrl.bps.panda import run_control
 from lsst.ctrl.bps.panda.idds_transport import PanDARelayTransport
 from lsst.ctrl.bps.panda.reporting import build_run_reports
+from lsst.ctrl.bps.panda.request_encoding import encode_workflow
 from lsst.ctrl.bps.panda.submit_record import SubmitRecord, TaskRecord
 
 pytestmark = pytest.mark.timeout(180)
@@ -85,7 +86,7 @@ def submit(transport: PanDARelayTransport, tmp_path: Path, name: str, body: str)
         ),
     ]
     request_id = transport.submit(
-        build_workflow(name, works), max_request_length=10**8, request_cache=str(tmp_path)
+        encode_workflow(build_workflow(name, works), 10**8), request_cache=str(tmp_path)
     )
     submit_dir = tmp_path / name
     submit_dir.mkdir()

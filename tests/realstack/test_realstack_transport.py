@@ -25,9 +25,10 @@ def transport(backend: Backend, **kwargs: Any) -> Any:
 def test_calls_unwrapped(backend: Backend, tmp_path: Any) -> None:
     relay = transport(backend)
     assert relay.ping() == {"Status": "OK"}
-    request_id = relay.submit(
-        chain_workflow(unique_name("transport")), max_request_length=0, request_cache=str(tmp_path)
-    )
+    from lsst.ctrl.bps.panda.request_encoding import encode_workflow
+
+    request = encode_workflow(chain_workflow(unique_name("transport")), 0)
+    request_id = relay.submit(request, request_cache=str(tmp_path))
     assert isinstance(request_id, int) and request_id > 0
     rows = relay.get_requests(request_id=request_id, with_detail=True)
     assert rows and all(row["request_id"] in (request_id, None) for row in rows)

@@ -62,7 +62,6 @@ __all__ = [
     "RetryPolicy",
     "cache_url",
     "is_unreachable_text",
-    "preset_json",
     "transport_from_config",
     "unwrap_reply",
 ]
@@ -77,12 +76,11 @@ import re
 import sys
 import threading
 import time
-import weakref
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from types import ModuleType
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import urlparse
 
 from .constants import CACHE_SIZE_LIMIT
@@ -93,9 +91,11 @@ from .exceptions import (
     PanDAConfigError,
     PanDAUnreachableError,
     RelayTimeoutError,
-    WorkflowTranslationError,
 )
 from .service_settings import RELAY_TIMEOUT_KEYS, RelayTimeouts, relay_timeouts
+
+if TYPE_CHECKING:  # idds is imported by the encoder, not by every command
+    from .request_encoding import EncodedRequest
 
 _LOG = logging.getLogger(__name__)
 
@@ -132,8 +132,8 @@ class IDDSTransport(Protocol):
         """Return ``{"Status": "OK"}`` or raise."""
         ...
 
-    def submit(self, workflow: Any, *, max_request_length: int, request_cache: str) -> int:
-        """Submit an iDDS workflow and return its request id."""
+    def submit(self, request: EncodedRequest, *, request_cache: str) -> int:
+        """Submit an encoded request and return its request id."""
         ...
 
     def get_requests(self, request_id: int | None = None, with_detail: bool = False) -> list[dict[str, Any]]:
@@ -519,54 +519,12 @@ def _upload_size(path: str) -> int:
     return size
 
 
-_PRESET_JSON: dict[int, tuple[weakref.ref, str]] = {}
-"""Workflow id to (the workflow, its JSON text); see `preset_json`."""
-
-
-def preset_json(workflow: Any, text: str) -> None:
-    """Hand the transport a workflow's JSON already computed.
-
-    The next `PanDARelayTransport.submit` of this very workflow sends
-    ``text`` instead of serialising the workflow again; the caller vouches
-    that ``text`` is ``json_dumps(workflow)`` of the workflow as it will
-    be submitted (no change in between).
-
-    Parameters
-    ----------
-    workflow : `idds.workflowv2.workflow.Workflow`
-        The workflow.
-    text : `str`
-        Its ``idds.common.utils.json_dumps``.
-    """
-    key = id(workflow)
-    _PRESET_JSON[key] = (weakref.ref(workflow, lambda _ref: _PRESET_JSON.pop(key, None)), text)
-
-
-def _take_preset_json(workflow: Any) -> str | None:
-    """Return (and forget) the preset JSON of a workflow, if any.
-
-    Parameters
-    ----------
-    workflow : `idds.workflowv2.workflow.Workflow`
-        The workflow.
-
-    Returns
-    -------
-    text : `str` or `None`
-        Its JSON given to `preset_json`, or `None`.
-    """
-    entry = _PRESET_JSON.pop(id(workflow), None)
-    if entry is None or entry[0]() is not workflow:
-        return None
-    return entry[1]
-
-
 class _PresetDumper:
-    """The idds dumper, reusing a workflow's JSON computed for its size.
+    """The idds dumper, sending a workflow's JSON already encoded.
 
     ``json_dumps(kwargs)`` of ``{"workflow": wf, ...}`` equals
-    ``'{"workflow": ' + json_dumps(wf) + ', ...}'``; splicing the saved text
-    avoids serialising (and re-zipping the maps of) the workflow again.
+    ``'{"workflow": ' + json_dumps(wf) + ', ...}'``; splicing the encoded
+    text (`EncodedRequest.text`) avoids serialising the workflow again.
     """
 
     def __init__(self, workflow: Any, text: str) -> None:
@@ -699,16 +657,15 @@ class PanDARelayTransport:
             raise IDDSRequestError("ping", None, f"unexpected reply {_truncate(result)}")
         return result
 
-    def submit(self, workflow: Any, *, max_request_length: int, request_cache: str) -> int:
-        """Submit an iDDS workflow, in steps if it is too large.
+    def submit(self, request: EncodedRequest, *, request_cache: str) -> int:
+        """Submit an encoded request, in steps if it was found too large.
 
         Parameters
         ----------
-        workflow : `idds.workflowv2.workflow.Workflow`
-            The workflow.
-        max_request_length : `int`
-            Largest JSON size (characters) sent in one request; larger
-            workflows are split with ``split_workflow_to_steps``.
+        request : `EncodedRequest`
+            The request (`request_encoding.encode_request`): its text is
+            sent as it is, or, when ``request.split``, its workflow is
+            split with ``split_workflow_to_steps`` and sent step by step.
         request_cache : `str`
             Directory where the split writes dependency maps.
 
@@ -722,37 +679,36 @@ class PanDARelayTransport:
         IDDSRequestError
             If the server refused a step or the workflow, or returned
             something other than a request id. Never retried.
-        WorkflowTranslationError
-            If the workflow cannot be serialised to JSON.
         """
-        text = self._send_steps(workflow, max_request_length, request_cache)
-        return self._submit_one(workflow, text, step=False)
+        text = self._send_steps(request, request_cache)
+        return self._submit_one(request.workflow, text, step=False)
 
-    def _send_steps(self, workflow: Any, max_request_length: int, request_cache: str) -> str | None:
-        """Submit the steps of a workflow too large for one request.
+    def _send_steps(self, request: EncodedRequest, request_cache: str) -> str | None:
+        """Submit the steps of a request to split; return the text to send.
+
+        Parameters
+        ----------
+        request : `EncodedRequest`
+            The request.
+        request_cache : `str`
+            Directory where the split writes dependency maps.
 
         Returns
         -------
         text : `str` or `None`
-            The workflow's JSON when it was not split, else `None`.
+            The request's JSON when it is not split, else `None` (the
+            split changed the workflow: it is serialised anew).
         """
-        from idds.common.utils import json_dumps
-
-        try:
-            text: str | None = _take_preset_json(workflow) or json_dumps(workflow)
-        except (TypeError, ValueError) as exc:
-            raise WorkflowTranslationError(f"The iDDS workflow cannot be serialised: {exc}") from exc
-        _LOG.debug("Workflow %s: %d characters of JSON", getattr(workflow, "name", "?"), len(text or ""))
-        if max_request_length and len(text or "") > max_request_length:
-            steps = workflow.split_workflow_to_steps(
-                request_cache=request_cache, max_request_length=max_request_length
-            )
-            for number, step in enumerate(steps, start=1):
-                self._submit_one(step, None, step=True)
-                _LOG.info("Submitted step %d of %d of workflow %s", number, len(steps), workflow.name)
-            if steps:
-                text = None  # the split changed the workflow
-        return text
+        if not request.split:
+            return request.text
+        workflow = request.workflow
+        steps = workflow.split_workflow_to_steps(
+            request_cache=request_cache, max_request_length=request.max_request_length
+        )
+        for number, step in enumerate(steps, start=1):
+            self._submit_one(step, None, step=True)
+            _LOG.info("Submitted step %d of %d of workflow %s", number, len(steps), workflow.name)
+        return None
 
     def _submit_one(self, workflow: Any, text: str | None, step: bool) -> int:
         kwargs = {"workflow": workflow, "username": None, "use_dataset_name": False}
@@ -867,13 +823,12 @@ class PanDARelayTransport:
         return result
 
     def update_build_request(
-        self, request_id: int, signature: str, workflow: Any, *, max_request_length: int = 0,
-        request_cache: str = "",
-    ) -> Any:  # fmt: skip
-        """Send the workflow built by a build job into its build request.
+        self, request_id: int, signature: str, request: EncodedRequest, *, request_cache: str = ""
+    ) -> Any:
+        """Send the request built by a build job into its build request.
 
-        A workflow whose JSON is longer than ``max_request_length`` is
-        split first and its steps submitted, as `submit` does.
+        A request to split has its steps submitted first, as `submit`
+        does.
 
         Parameters
         ----------
@@ -881,10 +836,8 @@ class PanDARelayTransport:
             ``IDDS_BUILD_REQUEST_ID`` of the build job.
         signature : `str`
             ``IDDS_BUIL_SIGNATURE`` of the build job.
-        workflow : `idds.workflowv2.workflow.Workflow`
-            The built workflow.
-        max_request_length : `int`, optional
-            Largest JSON size sent in one request (0: never split).
+        request : `EncodedRequest`
+            The built request.
         request_cache : `str`, optional
             Directory where the split writes dependency maps.
 
@@ -898,7 +851,8 @@ class PanDARelayTransport:
         IDDSRequestError
             If refused (unknown request, bad signature, invalid workflow).
         """
-        text = self._send_steps(workflow, max_request_length, request_cache)
+        text = self._send_steps(request, request_cache)
+        workflow = request.workflow
         kwargs = {"workflow": workflow, "request_id": request_id, "signature": signature}
         dumper = _PresetDumper(workflow, text) if text is not None else None
         return self._call("update_build_request", kwargs, request_id, dumper)

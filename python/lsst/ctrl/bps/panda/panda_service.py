@@ -107,11 +107,7 @@ class PanDAService(BaseWmsService):
             # request but before the id is recorded leaves this intent, by
             # which report/cancel find the run (by its unique request name).
             workflow.submit_record.record_intent()
-            request_id = self.transport.submit(
-                workflow.idds_workflow,
-                max_request_length=settings.max_request_length,
-                request_cache=workflow.request_cache,
-            )
+            request_id = self.transport.submit(workflow.request, request_cache=workflow.request_cache)
             workflow.record_submission(request_id)
         _LOG.info("Submitted iDDS request %s (%s)", request_id, workflow.name)
         return workflow

@@ -14,18 +14,16 @@ import os
 from pathlib import Path
 from typing import Any
 
-from idds.common.utils import json_dumps
-
 from lsst.ctrl.bps import BaseWmsWorkflow, GenericWorkflow
 
 from .constants import WORKFLOW_JSON_FILENAME
-from .dependency_map import zip_map
-from .idds_transport import cache_url, preset_json
-from .idds_workflow_generator import QNODE_MAP_FILENAME, GeneratedWorkflow, IDDSWorkflowGenerator
+from .idds_transport import cache_url
 from .job_archive import new_archive_name, write_job_archive
+from .request_encoding import EncodedRequest, encode_request
 from .service_settings import ServiceSettings
 from .submit_record import SubmitRecord
 from .workflow_graph import FlatWorkflow, flatten
+from .workflow_plan import QNODE_MAP_FILENAME, WorkflowPlan, plan_workflow
 
 _LOG = logging.getLogger(__name__)
 
@@ -65,7 +63,7 @@ def workflow_labels(generic_workflow: GenericWorkflow, flat: FlatWorkflow | None
 
 
 class PandaBpsWmsWorkflow(BaseWmsWorkflow):
-    """A BPS run translated into an iDDS workflow.
+    """A BPS run translated into an iDDS request.
 
     Parameters
     ----------
@@ -75,8 +73,8 @@ class PandaBpsWmsWorkflow(BaseWmsWorkflow):
         The BPS configuration.
     settings : `ServiceSettings`
         The plugin settings read from it.
-    generated : `GeneratedWorkflow`
-        The translation.
+    request : `EncodedRequest`
+        The request to send.
     submit_record : `SubmitRecord`
         What later reports need to know.
     """
@@ -86,13 +84,15 @@ class PandaBpsWmsWorkflow(BaseWmsWorkflow):
         name: str,
         config: Any,
         settings: ServiceSettings,
-        generated: GeneratedWorkflow,
+        request: EncodedRequest,
         submit_record: SubmitRecord,
     ) -> None:
         super().__init__(name, config)
         self.settings = settings
-        self.idds_workflow = generated.idds_workflow
-        self.files_to_stage: dict[str, str] = generated.files_to_stage
+        self.request = request
+        self.files_to_stage: dict[str, str] = {}
+        """Target relative to the distribution endpoint (directories end
+        in ``/``) to local source, for every file to stage at submit."""
         self.distribution_endpoint = settings.file_distribution_endpoint
         self.submit_record = submit_record
         self.submit_path = submit_record.submit_path
@@ -102,33 +102,36 @@ class PandaBpsWmsWorkflow(BaseWmsWorkflow):
         """Archive to upload to the PanDA cache before submitting (custom
         jobs), or `None`."""
 
+    @property
+    def idds_workflow(self) -> Any:
+        """The request's workflow (`~idds.workflowv2.workflow.Workflow`)."""
+        return self.request.workflow
+
     @classmethod
     def from_generic_workflow(
         cls, config: Any, generic_workflow: GenericWorkflow, out_prefix: str | None, service_class: str
     ) -> PandaBpsWmsWorkflow:
         # Docstring inherited from BaseWmsWorkflow.from_generic_workflow.
+        # flatten -> plan -> encode (submit sends the encoded request).
         flat = flatten(generic_workflow)
         custom = is_custom_job(generic_workflow)
         settings = ServiceSettings.from_config(config, workflow_labels(generic_workflow, flat), custom)
         submit_path = os.path.abspath(out_prefix) if out_prefix else settings.submit_path
         archive = new_archive_name() if custom else None
-        url = cache_url(archive) if archive else None
-        generated = IDDSWorkflowGenerator(settings, generic_workflow, flat, archive_url=url).build()
-        _write_maps(generated, settings, submit_path)
+        plan = plan_workflow(
+            settings, generic_workflow, flat, archive_url=cache_url(archive) if archive else None
+        )
+        request = encode_request(plan, settings.max_request_length)
+        files_to_stage = {**plan.files_to_stage, **_write_maps(plan, settings, submit_path)}
         if archive is not None:  # the files go in the archive, none is staged
-            archive = write_job_archive(os.path.join(submit_path, archive), generated.files_to_stage)
-            generated.files_to_stage.clear()
+            archive = write_job_archive(os.path.join(submit_path, archive), files_to_stage)
+            files_to_stage = {}
         run_attrs = dict(generic_workflow.run_attrs)
         extra: dict[str, Any] = {key: run_attrs.get(attr) for key, attr in _RUN_ATTRS.items()}
         extra.update(site=settings.compute_site, endpoint=settings.file_distribution_endpoint)
-        record = SubmitRecord(
-            settings.run_name,
-            submit_path,
-            generated.tasks,
-            extra=extra,
-            request_name=str(generated.idds_workflow.name),
-        )
-        workflow = cls(generic_workflow.name, config, settings, generated, record)
+        record = SubmitRecord(settings.run_name, submit_path, plan.tasks, extra=extra, request_name=plan.name)
+        workflow = cls(generic_workflow.name, config, settings, request, record)
+        workflow.files_to_stage = files_to_stage
         workflow.service_class = service_class
         workflow.run_attrs = run_attrs
         workflow.job_archive = archive
@@ -139,42 +142,12 @@ class PandaBpsWmsWorkflow(BaseWmsWorkflow):
         # Docstring inherited from BaseWmsWorkflow.write.
         directory = Path(out_prefix)
         directory.mkdir(parents=True, exist_ok=True)
-        self._zip_maps(True)  # zipped by the generator; again if an earlier write unzipped them
-        # The request exactly as submit sends it: handed to the transport,
-        # which then need not serialise the workflow again.
-        document = json_dumps(self.idds_workflow)
-        if len(document) > self.settings.max_request_length:
-            self._zip_maps(False)  # submit will split the request: keep plain lists
-        else:
-            preset_json(self.idds_workflow, document)
-        (directory / WORKFLOW_JSON_FILENAME).write_text(document + "\n")
+        text = self.request.text  # the request as submit sends it (unless split)
+        (directory / WORKFLOW_JSON_FILENAME).write_text(text + "\n")
         if Path(self.submit_record.submit_path) != directory.resolve():
             _LOG.debug("Submit record kept in %s, not %s", self.submit_record.submit_path, directory)
         self.submit_record.write()
-        _LOG.info("Wrote %s (%d bytes) into %s", WORKFLOW_JSON_FILENAME, len(document), directory)
-
-    def _zip_maps(self, zipped: bool) -> None:
-        """Store every work's dependency map zipped, or plain again.
-
-        iDDS zips each map (JSON, zlib, base64) whenever the workflow is
-        serialised: for the file written here, to measure the request and
-        to send it. A map stored already zipped (same format) is sent as
-        is; the generator stores them so (`MapZipper`), which makes every
-        serialisation cheap. iDDS splits requests larger than
-        ``maxRequestLength`` from plain maps only, so such requests get
-        them plain again.
-
-        Parameters
-        ----------
-        zipped : `bool`
-            Zip the maps, or unzip them.
-        """
-        for work in self.idds_workflow.template.works.values():
-            stored = work._dependency_map
-            if zipped and isinstance(stored, list):
-                work._dependency_map = zip_map(stored)
-            elif not zipped and isinstance(stored, str):
-                work._dependency_map = work.unzip_data(stored)
+        _LOG.info("Wrote %s (%d bytes) into %s", WORKFLOW_JSON_FILENAME, len(text), directory)
 
     def record_submission(self, request_id: int | str) -> None:
         """Record the iDDS request id of the submitted run.
@@ -208,20 +181,25 @@ def is_custom_job(generic_workflow: GenericWorkflow) -> bool:
     return str(value).strip().lower() not in ("", "0", "false", "none")
 
 
-def _write_maps(generated: GeneratedWorkflow, settings: ServiceSettings, submit_path: str) -> None:
+def _write_maps(plan: WorkflowPlan, settings: ServiceSettings, submit_path: str) -> dict[str, str]:
     """Write the enabled job-name / qnode maps into the submit directory.
 
     Parameters
     ----------
-    generated : `GeneratedWorkflow`
-        The translation, with its maps; their staging sources are pointed
-        at the files written.
+    plan : `WorkflowPlan`
+        The plan, with its maps.
     settings : `ServiceSettings`
         Plugin settings (map file name).
     submit_path : `str`
         The submit directory.
+
+    Returns
+    -------
+    stage : `dict` [`str`, `str`]
+        Each map's name at the distribution endpoint to the file written.
     """
-    maps = {settings.order_id_map_filename: generated.order_id_map, QNODE_MAP_FILENAME: generated.qnode_map}
+    stage = {}
+    maps = {settings.order_id_map_filename: plan.order_id_map, QNODE_MAP_FILENAME: plan.qnode_map}
     for name, content in maps.items():
         if content is None:
             continue
@@ -230,7 +208,8 @@ def _write_maps(generated: GeneratedWorkflow, settings: ServiceSettings, submit_
         with open(path, "w", encoding="utf-8") as stream:
             # dumps, not dump: only the one-shot encoder is C (same text)
             stream.write(json.dumps(content, indent=2 if name == QNODE_MAP_FILENAME else None))
-        generated.files_to_stage[name] = path
+        stage[name] = path
         _LOG.info(
             "Wrote %s (%d entries)", path, sum(len(v) if isinstance(v, dict) else 1 for v in content.values())
         )
+    return stage

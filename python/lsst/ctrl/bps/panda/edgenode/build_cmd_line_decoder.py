@@ -62,11 +62,7 @@ def _send(workflow: Any, request_id: int, signature: str) -> Any:
     if workflow.files_to_stage:
         stage_files(workflow.files_to_stage, workflow.distribution_endpoint, settings.max_copy_workers)
     result = transport_from_config(workflow.config).update_build_request(
-        request_id,
-        signature,
-        workflow.idds_workflow,
-        max_request_length=settings.max_request_length,
-        request_cache=workflow.request_cache,
+        request_id, signature, workflow.request, request_cache=workflow.request_cache
     )
     workflow.record_submission(request_id)
     return result
