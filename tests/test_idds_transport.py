@@ -33,6 +33,7 @@ from lsst.ctrl.bps.panda.idds_transport import (
     unwrap_reply,
 )
 from lsst.ctrl.bps.panda.request_encoding import encode_workflow
+from lsst.ctrl.bps.panda.utils import get_idds_client
 
 DATA = Path(__file__).parent / "data"
 PANDA_LOCAL = Path(sys.executable).parent / "panda-local"
@@ -340,8 +341,9 @@ def test_abort_and_retry_accepted(relay_env: dict[str, str]) -> None:
 
 
 def test_unknown_command(relay_env: dict[str, str]) -> None:
+    raw = get_idds_client({}).suspend(request_id=5)  # the compat client sends any command as it is
     with pytest.raises(IDDSRequestError, match="suspend is not a command") as info:
-        PanDARelayTransport()._call("suspend", {"request_id": 5}, 5)
+        unwrap_reply("suspend", 5, raw)
     assert info.value.request_id == 5
 
 
