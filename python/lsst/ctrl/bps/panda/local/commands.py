@@ -26,6 +26,7 @@ from sqlalchemy import func, select
 from .build import build_signature
 from .plan import PlanError, plan_request, step_maps
 from .rows import RowBuilder
+from .run_events import EventKind
 from .runner import Runner
 from .store import Store, requests
 
@@ -179,15 +180,15 @@ class CommandSet:
         self, user: str, request_id: int | None = None, workload_id: int | None = None
     ) -> list[Any]:
         """``abort(request_id)``: kill running jobs, cancel the rest."""
-        return self._control("abort", user, request_id)
+        return self._control(EventKind.ABORT, user, request_id)
 
     def cmd_retry(
         self, user: str, request_id: int | None = None, workload_id: int | None = None
     ) -> list[Any]:
         """``retry(request_id)``: rerun failed and missing jobs."""
-        return self._control("retry", user, request_id)
+        return self._control(EventKind.RETRY, user, request_id)
 
-    def _control(self, kind: str, user: str, request_id: int | None) -> list[Any]:
+    def _control(self, kind: EventKind, user: str, request_id: int | None) -> list[Any]:
         rid = _as_id(request_id)
         if rid is None:
             return NO_MATCH

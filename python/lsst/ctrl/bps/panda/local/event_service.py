@@ -21,14 +21,12 @@ retried alone, in a later PanDA job, and its successful siblings never rerun.
 
 from __future__ import annotations
 
-__all__ = ["SCAN_FACTOR", "EventService", "event_service_of", "stored_event_services"]
+__all__ = ["SCAN_FACTOR", "EventService", "event_service_of"]
 
 import itertools
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
-
-from sqlalchemy import Connection, select
 
 SCAN_FACTOR = 8
 """A PanDA job looks for its siblings among the next ``SCAN_FACTOR * N``
@@ -169,27 +167,3 @@ def event_service_of(work: Any, order_ids: Iterable[int]) -> EventService | None
     if not getattr(work, "es", False) or not label or max_events < 1 or not ids:
         return None
     return EventService(str(label), max_events, min(ids))
-
-
-def stored_event_services(conn: Connection, request_id: int) -> dict[int, EventService]:
-    """Return the event-service works of a stored request.
-
-    Parameters
-    ----------
-    conn : `sqlalchemy.Connection`
-        Open connection.
-    request_id : `int`
-        The request.
-
-    Returns
-    -------
-    event_services : `dict` [`int`, `EventService`]
-        Transform id to its grouping.
-    """
-    from .store import event_services  # store imports plan, which imports this module
-
-    query = select(event_services).where(event_services.c.request_id == request_id)
-    return {
-        row["transform_id"]: EventService(row["label"], row["max_events"], row["first_order_id"])
-        for row in conn.execute(query).mappings()
-    }

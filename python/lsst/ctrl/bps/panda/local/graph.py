@@ -4,26 +4,25 @@
 # this distribution.
 """In-memory job graph of the active requests and its transitions.
 
-`RunGraph` holds no processes and does no I/O except through the connection
-it is given: the runner calls it inside one transaction per batch of events,
-then starts the launches it returns once that transaction is committed.
+`RunGraph` is the run state machine: it holds no processes and does no I/O.
+The runner reads requests with ``run_store.read_request`` and hands them to
+`RunGraph.load`; after a batch of events it writes `RunGraph.take_changes`
+with ``run_store.write_changes`` in the batch's transaction, then starts the
+launches the batch returned once that transaction is committed.
 """
 
 from __future__ import annotations
 
-__all__ = ["JobState", "Launch", "RunGraph", "TransformState"]
+__all__ = ["JobState", "Launch", "RequestState", "RunChanges", "RunGraph", "StoredRequest", "TransformState"]
 
 import dataclasses
-import json
 import logging
 import time
 from collections import Counter, deque
-from collections.abc import Callable, Container
+from collections.abc import Callable, Container, Iterable
 from dataclasses import dataclass, field
-from typing import Any
 
 from idds.common.constants import ContentStatus, RequestStatus, TransformStatus
-from sqlalchemy import Connection, bindparam, func, select, update
 
 from lsst.ctrl.bps.panda.idds_model import (
     JOB_RETRIED,
@@ -33,9 +32,9 @@ from lsst.ctrl.bps.panda.idds_model import (
     transform_status,
 )
 
-from .event_service import EventService, stored_event_services
-from .statuses import condition_value, request_status
-from .store import JOB_COLUMNS, conditions, deps, jobs, requests, transforms
+from .conditions import Condition
+from .event_service import EventService
+from .statuses import request_status
 
 _LOG = logging.getLogger(__name__)
 
@@ -63,13 +62,6 @@ class JobState:
     pending: int = 0
     parent_failed: bool = False
     children: list[int] = field(default_factory=list)
-
-    def row(self) -> dict[str, Any]:
-        """Return the mutable columns, keyed for the bulk update."""
-        values = {name: getattr(self, name) for name in JOB_COLUMNS}
-        values["status"] = self.status.value
-        values["b_job_id"] = self.job_id
-        return values
 
 
 @dataclass
@@ -101,7 +93,37 @@ class RequestState:
     status: RequestStatus
     aborted: bool
     transforms: dict[str, TransformState] = field(default_factory=dict)
-    conditions: list[dict[str, Any]] = field(default_factory=list)
+    conditions: list[Condition] = field(default_factory=list)
+    fired: set[str] = field(default_factory=set)
+    """Internal ids of the conditions that have fired."""
+
+
+@dataclass
+class StoredRequest:
+    """A request as read from the store, or the part of it added by a build."""
+
+    request_id: int
+    status: RequestStatus
+    aborted: bool
+    transforms: list[TransformState]
+    """Without jobs (their ``job_ids`` and ``counts`` are filled on load)."""
+    jobs: list[JobState]
+    """In ascending id order, as stored (no links)."""
+    deps: list[tuple[int, int]]
+    """``(job_id, parent_id)`` pairs."""
+    conditions: list[Condition]
+    fired: set[str]
+    """Internal ids of the stored conditions that have fired."""
+
+
+@dataclass(frozen=True)
+class RunChanges:
+    """What changed since the last `RunGraph.take_changes`, to be written."""
+
+    jobs: tuple[JobState, ...]
+    transforms: tuple[TransformState, ...]
+    requests: tuple[RequestState, ...]
+    """Their status, abort flag and fired conditions."""
 
 
 @dataclass(frozen=True)
@@ -144,6 +166,7 @@ class RunGraph:
         self.requests: dict[int, RequestState] = {}
         self.ready: deque[int] = deque()
         self.next_panda_id = 1
+        """Set from the store (one more than the highest stored PanDA id)."""
         self._dirty_jobs: set[int] = set()
         self._dirty_transforms: set[int] = set()
         self._touched: set[int] = set()
@@ -170,167 +193,66 @@ class RunGraph:
         self._dirty_requests.clear()
 
     # ----------------------------------------------------------------- loading
-    def init_ids(self, conn: Connection) -> None:
-        """Continue PanDA ids after the highest one stored.
-
-        Parameters
-        ----------
-        conn : `sqlalchemy.Connection`
-            Open connection.
-        """
-        highest = conn.execute(select(jobs.c.panda_id).order_by(jobs.c.panda_id.desc()).limit(1)).scalar()
-        self.next_panda_id = (highest or 0) + 1
-
-    def active_request_ids(self, conn: Connection) -> list[int]:
-        """Return the stored requests that are not terminated.
-
-        Parameters
-        ----------
-        conn : `sqlalchemy.Connection`
-            Open connection.
-
-        Returns
-        -------
-        request_ids : `list` [`int`]
-            Ids in ascending order.
-        """
-        done = sorted(status.value for status in REQUEST_TERMINAL)
-        query = select(requests.c.request_id).where(requests.c.status.not_in(done)).order_by("request_id")
-        return [row[0] for row in conn.execute(query)]
-
-    def load(self, conn: Connection, request_id: int) -> None:
-        """Load a stored request and recover the jobs recorded as running.
+    def load(self, stored: StoredRequest) -> None:
+        """Load a stored request, or the works added to a loaded one.
 
         An attempt recorded as running whose result `recorded_exit` finds
         (it ended while the service was down) is completed with it; any
-        other such attempt is lost and the job runs again.
+        other such attempt not in `live` is lost and the job runs again.
 
         Parameters
         ----------
-        conn : `sqlalchemy.Connection`
-            Open connection (may hold uncommitted changes to read back).
-        request_id : `int`
-            The request; nothing is done if it is loaded already.
+        stored : `StoredRequest`
+            The request as read, or for a loaded request only its added
+            transforms, their jobs and dependencies (its conditions not
+            loaded yet are added).
         """
-        if request_id in self.requests:
-            return
-        row = conn.execute(select(requests).where(requests.c.request_id == request_id)).mappings().first()
-        if row is None:
-            return
-        req = RequestState(request_id, RequestStatus(row["status"]), bool(row["aborted"]))
-        self.requests[request_id] = req
-        self._load_transforms(conn, req)
-        ended = self._load_jobs(conn, req)
-        self._link_jobs(conn, req)
+        req = self.requests.get(stored.request_id)
+        if req is None:
+            req = self.requests[stored.request_id] = RequestState(
+                stored.request_id, stored.status, stored.aborted
+            )
+        for tf in stored.transforms:
+            self.transforms[tf.transform_id] = tf
+            req.transforms[tf.internal_id] = tf
+        ended = self._add_jobs(stored.jobs)
+        for job_id, parent_id in stored.deps:
+            self.jobs[parent_id].children.append(job_id)
+            self._count_parent(self.jobs[parent_id], self.jobs[job_id])
+        for tf in stored.transforms:
+            self._queue_jobs(tf)
         for job_id, (exit_code, end_time) in ended.items():
             job = self.jobs[job_id]
             if job.panda_id is not None:
                 self.complete(job_id, job.panda_id, exit_code, end_time)
-        for cond in conn.execute(select(conditions).where(conditions.c.request_id == request_id)).mappings():
-            spec = json.loads(cond["spec"])
-            spec.update(internal_id=cond["internal_id"], fired=bool(cond["fired"]))
-            req.conditions.append(spec)
-        self._touched.add(request_id)
+        known = {cond.internal_id for cond in req.conditions}
+        req.conditions.extend(cond for cond in stored.conditions if cond.internal_id not in known)
+        req.fired.update(stored.fired - known)
+        self._touched.add(stored.request_id)
 
-    def extend(self, conn: Connection, request_id: int, transform_ids: list[int]) -> None:
-        """Load works added to a loaded request (a build request's workflow).
-
-        Parameters
-        ----------
-        conn : `sqlalchemy.Connection`
-            Open connection.
-        request_id : `int`
-            The request.
-        transform_ids : `list` [`int`]
-            The new transforms.
-        """
-        req = self.requests.get(request_id)
-        if req is None:
-            self.load(conn, request_id)
-            return
-        only = set(transform_ids)
-        self._load_transforms(conn, req, only)
-        self._load_jobs(conn, req, only)
-        self._link_jobs(conn, req, only)
-        known = {cond["internal_id"] for cond in req.conditions}
-        for cond in conn.execute(select(conditions).where(conditions.c.request_id == request_id)).mappings():
-            if cond["internal_id"] not in known:
-                spec = json.loads(cond["spec"])
-                spec.update(internal_id=cond["internal_id"], fired=bool(cond["fired"]))
-                req.conditions.append(spec)
-        self._touched.add(request_id)
-
-    def _load_transforms(self, conn: Connection, req: RequestState, only: set[int] | None = None) -> None:
-        query = select(transforms).where(transforms.c.request_id == req.request_id)
-        if only is not None:
-            query = query.where(transforms.c.transform_id.in_(only))
-        for row in conn.execute(query).mappings():
-            tf = TransformState(
-                transform_id=row["transform_id"],
-                request_id=req.request_id,
-                internal_id=row["internal_id"],
-                name=row["name"],
-                executable=row["executable"],
-                max_attempt=row["max_attempt"],
-                core_count=row["core_count"],
-                gated=bool(row["gated"]),
-                released=bool(row["released"]),
-                status=TransformStatus(row["status"]),
-                retry_unless_exit=frozenset(json.loads(row["retry_unless_exit"] or "[]")),
-            )
-            self.transforms[tf.transform_id] = tf
-            req.transforms[tf.internal_id] = tf
-        for transform_id, event_service in stored_event_services(conn, req.request_id).items():
-            if transform_id in self.transforms:
-                self.transforms[transform_id].event_service = event_service
-
-    def _load_jobs(
-        self, conn: Connection, req: RequestState, only: set[int] | None = None
-    ) -> dict[int, tuple[int, float]]:
+    def _add_jobs(self, jobs: Iterable[JobState]) -> dict[int, tuple[int, float]]:
         ended: dict[int, tuple[int, float]] = {}
-        query = select(jobs).where(jobs.c.request_id == req.request_id).order_by(jobs.c.job_id)
-        if only is not None:
-            query = query.where(jobs.c.transform_id.in_(only))
-        for row in conn.execute(query).mappings():
-            job = JobState(
-                job_id=row["job_id"],
-                request_id=req.request_id,
-                transform_id=row["transform_id"],
-                map_id=row["map_id"],
-                name=row["name"],
-                status=ContentStatus(row["status"]),
-                **{name: row[name] for name in JOB_COLUMNS if name != "status"},
-            )
-            running = job.status == ContentStatus.Processing and job.panda_id not in self.live
-            result = self.recorded_exit(job) if running else None
-            if result is not None:
-                ended[job.job_id] = result
-            elif running:
-                # The service stopped while this attempt ran: run it again.
-                job.lost_attempts += 1
-                self._set(job, ContentStatus.Activated, "activated")
+        for job in jobs:
             self.jobs[job.job_id] = job
             tf = self.transforms[job.transform_id]
             tf.job_ids.append(job.job_id)
             tf.counts[job.status.value] += 1
+            if job.status == ContentStatus.Processing and job.panda_id not in self.live:
+                result = self.recorded_exit(job)
+                if result is not None:
+                    ended[job.job_id] = result
+                else:
+                    # The service stopped while this attempt ran: run it again.
+                    job.lost_attempts += 1
+                    self._set(job, ContentStatus.Activated, "activated")
         return ended
 
-    def _link_jobs(self, conn: Connection, req: RequestState, only: set[int] | None = None) -> None:
-        query = select(deps.c.job_id, deps.c.parent_id).where(deps.c.request_id == req.request_id)
-        if only is not None:  # added transforms: their jobs have the highest ids
-            first = min((j for tid in only for j in self.transforms[tid].job_ids), default=0)
-            query = query.where(deps.c.job_id >= first)
-        for job_id, parent_id in conn.execute(query):
-            parent = self.jobs[parent_id]
-            parent.children.append(job_id)
-            child = self.jobs[job_id]
-            if parent.status not in JOB_TERMINAL:
-                child.pending += 1
-            elif parent.status != ContentStatus.Available:
-                child.parent_failed = True
-        for tf in req.transforms.values():
-            if only is None or tf.transform_id in only:
-                self._queue_jobs(tf)
+    @staticmethod
+    def _count_parent(parent: JobState, child: JobState) -> None:
+        if parent.status not in JOB_TERMINAL:
+            child.pending += 1
+        elif parent.status != ContentStatus.Available:
+            child.parent_failed = True
 
     def _queue_jobs(self, tf: TransformState) -> None:
         for job_id in tf.job_ids:
@@ -426,23 +348,26 @@ class RunGraph:
             return None
         job.exit_code = exit_code
         job.end_time = end_time
-        if exit_code == 0:
-            self._set(job, ContentStatus.Available, "finished")
-            self._ended(job)
-            return "finished"
-        tf = self.transforms[job.transform_id]
-        used = job.attempt_nr - job.attempt_base - job.lost_attempts
-        if exit_code in tf.retry_unless_exit:
-            outcome = "failed-no-retry"
-        elif used < tf.max_attempt:
+        outcome = self._outcome(job, exit_code)
+        if outcome == "retry":
             self._set(job, ContentStatus.Failed, "failed")
             self.ready.append(job_id)
-            return "retry"
+            return outcome
+        if outcome == "finished":
+            self._set(job, ContentStatus.Available, "finished")
         else:
-            outcome = "failed"
-        self._set(job, ContentStatus.FinalFailed, "failed")
+            self._set(job, ContentStatus.FinalFailed, "failed")
         self._ended(job)
         return outcome
+
+    def _outcome(self, job: JobState, exit_code: int) -> str:
+        if exit_code == 0:
+            return "finished"
+        tf = self.transforms[job.transform_id]
+        if exit_code in tf.retry_unless_exit:
+            return "failed-no-retry"
+        used = job.attempt_nr - job.attempt_base - job.lost_attempts
+        return "retry" if used < tf.max_attempt else "failed"
 
     def not_started(self, job_id: int, panda_id: int) -> None:
         """Make a job runnable again after its attempt could not be started.
@@ -487,42 +412,36 @@ class RunGraph:
             self.free -= slots
             panda_id = self.next_panda_id
             self.next_panda_id += 1
-            launches.append(self._launch(job, tf, panda_id, slots, now))
+            launches.append(self._launch(self._payloads(job, tf), tf, panda_id, slots, now))
         return launches
 
-    def _launch(self, job: JobState, tf: TransformState, panda_id: int, slots: int, now: float) -> Launch:
-        """Record a PanDA job as running: one payload, or for an
-        event-service work the ready payloads of its event-service file.
+    def _payloads(self, job: JobState, tf: TransformState) -> list[JobState]:
+        """Return what one PanDA job runs: the job at the head of the queue,
+        and for an event-service work the ready payloads sharing its file.
+        """
+        es = tf.event_service
+        if es is None:
+            return [job]
 
-        Parameters
-        ----------
-        job : `JobState`
-            The payload at the head of the queue.
-        tf : `TransformState`
-            Its transform.
-        panda_id : `int`
-            The PanDA job's id.
-        slots : `int`
-            Worker slots it takes.
-        now : `float`
-            Start time.
+        def order_id(job_id: int) -> int | None:
+            other = self.jobs.get(job_id)
+            if other is None or other.transform_id != tf.transform_id or other.status not in _RUNNABLE:
+                return None
+            return other.map_id
+
+        return [job] + [self.jobs[j] for j in es.siblings(job.job_id, self.ready, order_id, es.max_events)]
+
+    def _launch(self, payloads: list[JobState], tf: TransformState, panda_id: int, slots: int,
+                now: float) -> Launch:  # fmt: skip
+        """Record the payloads of a PanDA job as running.
 
         Returns
         -------
         launch : `Launch`
-            The first payload, the others in its ``batch``.
+            The first payload, the others in its ``batch`` (only the last
+            one holds the ``slots``).
         """
-        payloads = [job]
         es = tf.event_service
-        if es is not None:
-
-            def order_id(job_id: int) -> int | None:
-                other = self.jobs.get(job_id)
-                if other is None or other.transform_id != tf.transform_id or other.status not in _RUNNABLE:
-                    return None
-                return other.map_id
-
-            payloads += [self.jobs[j] for j in es.siblings(job.job_id, self.ready, order_id, es.max_events)]
         launches = []
         for index, payload in enumerate(payloads):
             payload.attempt_nr += 1
@@ -570,7 +489,7 @@ class RunGraph:
         _LOG.info("Request %d aborted: %d running job(s) killed", request_id, len(to_kill))
         return to_kill
 
-    def retry(self, conn: Connection, request_id: int) -> bool:
+    def retry(self, request_id: int) -> bool:
         """Reset failed, missing and cancelled jobs of a terminated request.
 
         Gated works (the final job) that already ran are reset entirely and
@@ -578,27 +497,20 @@ class RunGraph:
 
         Parameters
         ----------
-        conn : `sqlalchemy.Connection`
-            Open connection; the request is written and reloaded through it.
         request_id : `int`
-            The request.
+            The request (loaded, see `load`).
 
         Returns
         -------
         retried : `bool`
-            `False` when the request is not terminated or had nothing to redo.
+            `False` when the request is not loaded, not terminated or had
+            nothing to redo.
         """
-        if request_id not in self.requests:
-            self.load(conn, request_id)
         req = self.requests.get(request_id)
         if req is None or req.status not in REQUEST_TERMINAL:
             return False
-        reset = [
-            self.jobs[job_id]
-            for tf in req.transforms.values()
-            for job_id in tf.job_ids
-            if self.jobs[job_id].status in JOB_RETRIED
-        ]
+        jobs = [self.jobs[job_id] for tf in req.transforms.values() for job_id in tf.job_ids]
+        reset = [job for job in jobs if job.status in JOB_RETRIED]
         if not reset:
             return False
         _LOG.info("Request %d restarted: %d failed, missing or cancelled job(s) to run again",
@@ -608,14 +520,11 @@ class RunGraph:
             if tf.gated and tf.released:
                 tf.released = False
                 self._reset_jobs([self.jobs[job_id] for job_id in tf.job_ids])
-        for cond in req.conditions:
-            cond["fired"] = False
+        req.fired.clear()
         req.aborted = False
         req.status = RequestStatus.Transforming
         self._dirty_requests.add(request_id)
-        self.flush(conn)
-        self.unload(request_id)
-        self.load(conn, request_id)
+        self._relink(req, jobs)
         return True
 
     def _reset_jobs(self, reset: list[JobState]) -> None:
@@ -628,23 +537,28 @@ class RunGraph:
             if tf.status in TRANSFORM_TERMINAL:
                 tf.status = TransformStatus.Transforming if tf.released else TransformStatus.New
 
+    def _relink(self, req: RequestState, jobs: list[JobState]) -> None:
+        """Count again what each job of a retried request waits for, and
+        release or queue its jobs, as a reload of the request would.
+        """
+        for job in jobs:
+            job.pending, job.parent_failed = 0, False
+        for parent in jobs:
+            for child_id in parent.children:
+                self._count_parent(parent, self.jobs[child_id])
+        members = {job.job_id for job in jobs}
+        self.ready = deque(job_id for job_id in self.ready if job_id not in members)
+        for tf in req.transforms.values():
+            self._queue_jobs(tf)
+        self._touched.add(req.request_id)
+
     # ----------------------------------------------------------- derivation
     def settle(self) -> None:
         """Update transform statuses, fire conditions, update requests."""
         changed = True
         while changed:
+            self._settle_transforms()
             changed = False
-            for tf_id in list(self._dirty_transforms):
-                tf = self.transforms.get(tf_id)
-                if tf is None or not tf.released:
-                    continue
-                req = self.requests[tf.request_id]
-                new = transform_status(tf.counts)
-                if req.aborted and new == TransformStatus.Transforming:
-                    new = TransformStatus.Cancelled
-                if new != tf.status:
-                    tf.status = new
-                    self._dirty_requests.add(tf.request_id)
             for request_id in list(self._touched | self._dirty_requests):
                 maybe = self.requests.get(request_id)
                 if maybe is not None and not maybe.aborted:
@@ -654,19 +568,28 @@ class RunGraph:
             if loaded is not None:
                 self._update_request(loaded)
 
+    def _settle_transforms(self) -> None:
+        for tf_id in list(self._dirty_transforms):
+            tf = self.transforms.get(tf_id)
+            if tf is None or not tf.released:
+                continue
+            new = transform_status(tf.counts)
+            if self.requests[tf.request_id].aborted and new == TransformStatus.Transforming:
+                new = TransformStatus.Cancelled
+            if new != tf.status:
+                tf.status = new
+                self._dirty_requests.add(tf.request_id)
+
     def _fire_conditions(self, req: RequestState) -> bool:
         status_of = {iid: (tf.status if tf.released else None) for iid, tf in req.transforms.items()}
         fired_any = False
         for cond in req.conditions:
-            if cond["fired"]:
+            if cond.internal_id in req.fired:
                 continue
-            if condition_value(cond["tree"], status_of):
-                targets = cond["true"]
-            elif all(s is not None and s in TRANSFORM_TERMINAL for s in _referenced(cond["tree"], status_of)):
-                targets = cond["false"]
-            else:
+            targets = cond.targets(status_of)
+            if targets is None:
                 continue
-            cond["fired"] = True
+            req.fired.add(cond.internal_id)
             self._dirty_requests.add(req.request_id)
             for iid in targets:
                 if iid in req.transforms:
@@ -702,58 +625,28 @@ class RunGraph:
                 counts[ContentStatus(status).name] += number
         return ", ".join(f"{number} {name}" for name, number in sorted(counts.items()) if number)
 
-    # ---------------------------------------------------------------- flush
-    def flush(self, conn: Connection) -> None:
-        """Write every changed job, transform and request.
+    # -------------------------------------------------------------- changes
+    def take_changes(self) -> RunChanges:
+        """Return what changed since the last call, and start afresh.
 
-        Parameters
-        ----------
-        conn : `sqlalchemy.Connection`
-            Connection in the batch's transaction.
+        Returns
+        -------
+        changes : `RunChanges`
+            Changed jobs, transforms and requests (the live objects), to be
+            written in the batch's transaction.
         """
-        now = time.time()
-        if self._dirty_jobs:
-            rows = [self.jobs[j].row() for j in self._dirty_jobs if j in self.jobs]
-            stmt = update(jobs).where(jobs.c.job_id == bindparam("b_job_id"))
-            conn.execute(stmt, rows)
-        for tf_id in self._dirty_transforms:
-            tf = self.transforms.get(tf_id)
-            if tf is None:
-                continue
-            conn.execute(
-                update(transforms)
-                .where(transforms.c.transform_id == tf_id)
-                .values(
-                    status=tf.status.value,
-                    released=tf.released,
-                    released_at=func.coalesce(transforms.c.released_at, now) if tf.released else None,
-                    updated_at=now,
-                    finished_at=now if tf.status in TRANSFORM_TERMINAL else None,
-                )
-            )
-        self._flush_requests(conn, now)
+        changes = RunChanges(
+            jobs=tuple(self.jobs[j] for j in sorted(self._dirty_jobs) if j in self.jobs),
+            transforms=tuple(
+                self.transforms[t] for t in sorted(self._dirty_transforms) if t in self.transforms
+            ),
+            requests=tuple(self.requests[r] for r in sorted(self._dirty_requests) if r in self.requests),
+        )
         self._dirty_jobs.clear()
         self._dirty_transforms.clear()
         self._touched.clear()
-
-    def _flush_requests(self, conn: Connection, now: float) -> None:
-        for request_id in self._dirty_requests:
-            req = self.requests.get(request_id)
-            if req is None:
-                continue
-            conn.execute(
-                update(requests)
-                .where(requests.c.request_id == request_id)
-                .values(status=req.status.value, aborted=req.aborted, updated_at=now)
-            )
-            for cond in req.conditions:
-                conn.execute(
-                    update(conditions)
-                    .where(conditions.c.request_id == request_id)
-                    .where(conditions.c.internal_id == cond["internal_id"])
-                    .values(fired=cond["fired"])
-                )
         self._dirty_requests.clear()
+        return changes
 
     def drop_terminated(self) -> None:
         """Forget requests that have terminated (they are all in the store)."""
@@ -763,13 +656,3 @@ class RunGraph:
 
 def _no_record(job: JobState) -> tuple[int, float] | None:
     return None
-
-
-def _referenced(tree: dict[str, Any], status_of: dict[str, TransformStatus | None]) -> list[Any]:
-    found = []
-    for clause in tree["clauses"]:
-        if "clauses" in clause:
-            found.extend(_referenced(clause, status_of))
-        else:
-            found.append(status_of.get(clause["work"]))
-    return found

@@ -39,8 +39,8 @@ from sqlalchemy import Connection, func, select
 from lsst.ctrl.bps.panda.constants import LOCAL_SERVICE_NAME
 from lsst.ctrl.bps.panda.idds_model import COUNTER_BUCKETS, TRANSFORM_TERMINAL
 
-from .event_service import stored_event_services
 from .layout import PAYLOAD_STDERR, StateLayout
+from .run_store import stored_event_services
 from .statuses import counters
 from .store import jobs, requests, transforms
 from .wire import enum_dict, format_date, format_period

@@ -30,7 +30,8 @@ import signal
 import subprocess
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -42,6 +43,8 @@ from .build import build_signature
 from .graph import JobState, Launch, RunGraph
 from .layout import PAYLOAD_STDERR, PAYLOAD_STDOUT, StateLayout
 from .naming import bps_job_name
+from .run_events import EventKind, RunEvent
+from .run_store import read_active_request_ids, read_next_panda_id, read_request, write_changes
 from .store import Store
 
 _LOG = logging.getLogger(__name__)
@@ -90,15 +93,13 @@ class StoreFault:
 
 
 @dataclass
-class _Event:
-    kind: str
-    request_id: int = 0
-    transform_ids: list[int] = field(default_factory=list)
-    launch: Launch | None = None
-    exit_code: int = 0
-    end_time: float = 0.0
-    done: threading.Event | None = None
-    result: list[bool] = field(default_factory=list)
+class _Applied:
+    """What a batch leaves to do once committed."""
+
+    launches: list[Launch] = field(default_factory=list)
+    to_kill: list[int] = field(default_factory=list)
+    answers: list[tuple[Future[bool], bool]] = field(default_factory=list)
+    """Command results to set."""
 
 
 def kill_orphans(marker: str) -> int:
@@ -156,13 +157,13 @@ class Runner:
         self.job_env = dict(job_env)
         self.graph = RunGraph(self.workers)
         self.graph.recorded_exit = self._recorded_exit
-        self._events: queue.SimpleQueue[_Event] = queue.SimpleQueue()
+        self._events: queue.SimpleQueue[RunEvent] = queue.SimpleQueue()
         self._pool = ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="panda-local-job")
         self._procs: dict[int, subprocess.Popen] = {}
         # Scheduler thread only: attempts started whose end is not committed.
         self._active: dict[int, Launch] = {}
         self.graph.live = self._active
-        self._held: list[_Event] = []
+        self._held: list[RunEvent] = []
         self._stale = False
         self.fault: StoreFault | None = None
         """Set while database writes fail (read by ``panda-local status``)."""
@@ -179,12 +180,10 @@ class Runner:
         if killed:
             _LOG.warning("Killed %d job process group(s) left by a previous run", killed)
         with self.store.begin() as conn:
-            self.graph.init_ids(conn)
-            for request_id in self.graph.active_request_ids(conn):
-                self.graph.load(conn, request_id)
+            self._load_active(conn)
             self.graph.settle()
             launches = self.graph.next_launches()
-            self.graph.flush(conn)
+            write_changes(conn, self.graph.take_changes())
         _LOG.info("Recovered %d active request(s)", len(self.graph.requests))
         self._start(launches)
         self._thread.start()
@@ -192,7 +191,7 @@ class Runner:
     def stop(self) -> None:
         """Stop scheduling and kill running jobs (they rerun at next start)."""
         self._stopping.set()
-        self._events.put(_Event("wake"))
+        self._events.put(RunEvent(EventKind.WAKE))
         with self._lock:
             procs = list(self._procs.values())
         for proc in procs:
@@ -214,7 +213,7 @@ class Runner:
         request_id : `int`
             The request.
         """
-        self._events.put(_Event("load", request_id))
+        self._events.put(RunEvent(EventKind.LOAD, request_id))
 
     def request_extended(self, request_id: int, transform_ids: list[int]) -> None:
         """Schedule works just added to a request (a remote build's).
@@ -226,15 +225,16 @@ class Runner:
         transform_ids : `list` [`int`]
             The new transforms.
         """
-        self._events.put(_Event("extend", request_id, transform_ids=list(transform_ids)))
+        self._events.put(RunEvent(EventKind.EXTEND, request_id, transform_ids=tuple(transform_ids)))
 
-    def command(self, kind: str, request_id: int, timeout: float = 60.0) -> bool:
-        """Apply ``abort`` or ``retry`` and wait until it is committed.
+    def command(self, kind: EventKind, request_id: int, timeout: float = 60.0) -> bool:
+        """Apply `EventKind.ABORT` or `EventKind.RETRY` and wait until it is
+        committed.
 
         Parameters
         ----------
-        kind : `str`
-            ``abort`` or ``retry``.
+        kind : `EventKind`
+            One of `run_events.COMMANDS`.
         request_id : `int`
             The request.
         timeout : `float`, optional
@@ -243,13 +243,21 @@ class Runner:
         Returns
         -------
         applied : `bool`
-            Whether the command changed anything.
+            Whether the command changed anything (`False` if not committed
+            within ``timeout``).
+
+        Raises
+        ------
+        ValueError
+            If ``kind`` is not a command.
         """
-        event = _Event(kind, request_id, done=threading.Event())
+        event = RunEvent.command(kind, request_id)
         self._events.put(event)
-        assert event.done is not None
-        event.done.wait(timeout)
-        return bool(event.result and event.result[0])
+        assert event.result is not None
+        try:
+            return event.result.result(timeout)
+        except FutureTimeout:
+            return False
 
     def _recorded_exit(self, job: JobState) -> tuple[int, float] | None:
         task = self.graph.transforms.get(job.transform_id)
@@ -271,7 +279,7 @@ class Runner:
             return len(self._procs)
 
     # ------------------------------------------------------------- scheduler
-    def _next_batch(self) -> list[_Event]:
+    def _next_batch(self) -> list[RunEvent]:
         batch, self._held = self._held, []
         if not batch:
             try:
@@ -293,58 +301,72 @@ class Runner:
             if not batch:
                 continue
             try:
-                launches, to_kill = self._apply(batch)
+                applied = self._apply(batch)
             except Exception as exc:
                 self._held, self._stale = batch, True
                 self._pause_after_fault(exc, len(batch))
                 continue
-            self._committed(batch)
-            self._signal(to_kill)
-            self._start(launches)
+            self._committed(batch, applied)
+            self._signal(applied.to_kill)
+            self._start(applied.launches)
 
-    def _apply(self, batch: list[_Event]) -> tuple[list[Launch], list[int]]:
-        to_kill: list[int] = []
+    def _apply(self, batch: list[RunEvent]) -> _Applied:
+        applied = _Applied()
         with self.store.begin() as conn:
             if self._stale:
                 self._rebuild(conn)
             for event in batch:
-                launch = event.launch
-                if event.kind in ("ended", "not_started") and launch is not None:
-                    self.graph.free += launch.slots
-                    if event.kind == "ended":
-                        outcome = self.graph.complete(
-                            launch.job_id, launch.panda_id, event.exit_code, event.end_time
-                        )
-                        self._log_outcome(launch, event.exit_code, outcome)
-                    else:
-                        self.graph.not_started(launch.job_id, launch.panda_id)
-                elif event.kind == "load":
-                    self.graph.load(conn, event.request_id)
-                elif event.kind == "extend":
-                    self.graph.extend(conn, event.request_id, event.transform_ids)
-                elif event.kind == "abort":
-                    killed = self.graph.abort(event.request_id)
-                    to_kill.extend(killed)
-                    event.result[:] = [True]
-                elif event.kind == "retry":
-                    event.result[:] = [self.graph.retry(conn, event.request_id)]
+                self._apply_event(conn, event, applied)
             self.graph.settle()
-            launches = self.graph.next_launches()
-            self.graph.flush(conn)
+            applied.launches = self.graph.next_launches()
+            write_changes(conn, self.graph.take_changes())
         self.graph.drop_terminated()
-        return launches, to_kill
+        return applied
+
+    def _apply_event(self, conn: Connection, event: RunEvent, applied: _Applied) -> None:
+        launch = event.launch
+        match event.kind:
+            case EventKind.ENDED if launch is not None:
+                self.graph.free += launch.slots
+                outcome = self.graph.complete(launch.job_id, launch.panda_id, event.exit_code, event.end_time)
+                self._log_outcome(launch, event.exit_code, outcome)
+            case EventKind.NOT_STARTED if launch is not None:
+                self.graph.free += launch.slots
+                self.graph.not_started(launch.job_id, launch.panda_id)
+            case EventKind.LOAD:
+                self._load(conn, event.request_id)
+            case EventKind.EXTEND:
+                self._load(conn, event.request_id, event.transform_ids)
+            case EventKind.ABORT if event.result is not None:
+                applied.to_kill.extend(self.graph.abort(event.request_id))
+                applied.answers.append((event.result, True))
+            case EventKind.RETRY if event.result is not None:
+                self._load(conn, event.request_id)
+                applied.answers.append((event.result, self.graph.retry(event.request_id)))
+
+    def _load(self, conn: Connection, request_id: int, only: tuple[int, ...] | None = None) -> None:
+        """Load a request into the graph, or the works added to it."""
+        loaded = request_id in self.graph.requests
+        if loaded and only is None:
+            return
+        stored = read_request(conn, request_id, only if loaded else None)
+        if stored is not None:
+            self.graph.load(stored)
+
+    def _load_active(self, conn: Connection) -> None:
+        self.graph.next_panda_id = read_next_panda_id(conn)
+        for request_id in read_active_request_ids(conn):
+            self._load(conn, request_id)
 
     def _rebuild(self, conn: Connection) -> None:
         """Load the graph again from the store after a failed batch."""
         self.graph.reset()
-        self.graph.init_ids(conn)
-        for request_id in self.graph.active_request_ids(conn):
-            self.graph.load(conn, request_id)
+        self._load_active(conn)
         self.graph.free = self.workers - sum(launch.slots for launch in self._active.values())
         _LOG.info("Rebuilt the run graph from the database (%d active request(s), %d job(s) running)",
                   len(self.graph.requests), len(self._active))  # fmt: skip
 
-    def _committed(self, batch: list[_Event]) -> None:
+    def _committed(self, batch: list[RunEvent], applied: _Applied) -> None:
         if self.fault is not None:
             _LOG.warning("Database writes work again after %d failed attempt(s) over %.0f s",
                          self.fault.failures, time.time() - self.fault.since)  # fmt: skip
@@ -353,8 +375,8 @@ class Runner:
         for event in batch:
             if event.launch is not None and event.launch.slots:
                 self._active.pop(event.launch.panda_id, None)
-            if event.done is not None:
-                event.done.set()
+        for future, answer in applied.answers:
+            future.set_result(answer)
 
     def _pause_after_fault(self, exc: Exception, events: int) -> None:
         error = str(getattr(exc, "orig", None) or exc)
@@ -433,7 +455,7 @@ class Runner:
                 with self._lock:
                     killed = self._batches.get(launch.panda_id, False)
                 if killed:
-                    self._report(_Event("ended", launch=payload, exit_code=143, end_time=time.time()))
+                    self._report(RunEvent.ended(payload, 143, time.time()))
                 else:
                     self._execute(payload)
         finally:
@@ -460,7 +482,7 @@ class Runner:
             _LOG.error("Cannot start job %s attempt %d: %s; starting it again in %.0f s",
                        launch.name, launch.attempt_nr, exc, _START_FAILURE_PAUSE)  # fmt: skip
             self._stopping.wait(_START_FAILURE_PAUSE)
-            self._report(_Event("not_started", launch=launch))
+            self._report(RunEvent(EventKind.NOT_STARTED, launch.request_id, launch=launch))
             return
         try:
             with self._lock:
@@ -477,7 +499,7 @@ class Runner:
                 self._kill.discard(launch.panda_id)
         if exit_code < 0:
             exit_code = 128 - exit_code
-        self._report(_Event("ended", launch=launch, exit_code=exit_code, end_time=end_time))
+        self._report(RunEvent.ended(launch, exit_code, end_time))
 
     def _spawn(self, launch: Launch) -> subprocess.Popen:
         workdir = self._workdir(launch)
@@ -497,7 +519,7 @@ class Runner:
                 start_new_session=True,
             )
 
-    def _report(self, event: _Event) -> None:
+    def _report(self, event: RunEvent) -> None:
         if not self._stopping.is_set():
             self._events.put(event)
 

@@ -2,7 +2,9 @@
 #
 # Licensed under the BSD 3-Clause License; see the LICENSE file at the top of
 # this distribution.
-"""Local-service status rules: counters, request status, conditions.
+"""Local-service status rules: counters, request status.
+
+Conditions are evaluated by `conditions.Condition`.
 
 Job (content) statuses used by the service, as `ContentStatus` values:
 ``New`` waiting for parents or release, ``Activated`` ready, ``Processing``
@@ -13,27 +15,13 @@ succeed, ``Cancelled`` aborted.
 
 from __future__ import annotations
 
-__all__ = [
-    "condition_value",
-    "counters",
-    "request_status",
-]
+__all__ = ["counters", "request_status"]
 
 from collections.abc import Mapping
-from typing import Any
 
 from idds.common.constants import ContentStatus, RequestStatus, TransformStatus
 
 from lsst.ctrl.bps.panda.idds_model import COUNTER_BUCKETS, TRANSFORM_TERMINAL, bucket_of
-
-_METHOD_STATUSES = {
-    "is_finished": {TransformStatus.Finished},
-    "is_subfinished": {TransformStatus.SubFinished},
-    "is_failed": {TransformStatus.Failed},
-    "is_cancelled": {TransformStatus.Cancelled},
-    "is_expired": {TransformStatus.Expired},
-    "is_suspended": {TransformStatus.Suspended},
-}
 
 
 def counters(by_status: Mapping[int, int]) -> dict[str, int]:
@@ -85,29 +73,3 @@ def request_status(released: list[TransformStatus], has_unreleased: bool, aborte
     if all(status in (TransformStatus.Failed, TransformStatus.Cancelled) for status in released):
         return RequestStatus.Failed
     return RequestStatus.SubFinished
-
-
-def condition_value(tree: Mapping[str, Any], status_of: Mapping[str, TransformStatus | None]) -> bool:
-    """Evaluate a condition tree against the current transform statuses.
-
-    Parameters
-    ----------
-    tree : `~collections.abc.Mapping`
-        ``{"op": "and"|"or", "clauses": [...]}`` (see `plan.ConditionSpec`).
-    status_of : `~collections.abc.Mapping` [`str`, `TransformStatus` or `None`]
-        Status by work internal id; `None` for a work not released.
-
-    Returns
-    -------
-    value : `bool`
-        The condition's truth value now.
-    """
-    values = []
-    for clause in tree["clauses"]:
-        if "clauses" in clause:
-            values.append(condition_value(clause, status_of))
-            continue
-        status = status_of.get(clause["work"])
-        wanted = _METHOD_STATUSES.get(clause["method"], TRANSFORM_TERMINAL)
-        values.append(status is not None and status in wanted)
-    return any(values) if tree["op"] == "or" else all(values)
