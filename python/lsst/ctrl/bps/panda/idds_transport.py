@@ -83,6 +83,7 @@ from types import ModuleType
 from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import urlparse
 
+from . import request_gzip
 from .constants import CACHE_SIZE_LIMIT
 from .exceptions import (
     CacheUploadError,
@@ -591,7 +592,8 @@ class PanDARelayTransport:
         """
         from idds.common.utils import json_dumps
 
-        _, idds_api = _pandaclient()
+        client, idds_api = _pandaclient()
+        request_gzip.install(client)
         with _API_LOCK:  # get_api() reconfigures one module-global object
             api = idds_api.get_api(
                 dumper or json_dumps, idds_host=self.idds_host, compress=True, manager=True
