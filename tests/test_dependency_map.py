@@ -9,7 +9,7 @@ iDDS's own unzip."""
 import json
 import sys
 import threading
-import time
+from collections.abc import Callable
 
 import pytest
 from hypothesis import given, settings
@@ -93,32 +93,38 @@ def test_zipper_delivers_every_map_in_order() -> None:
 
 
 def test_zipper_bounds_the_maps_waiting(monkeypatch: pytest.MonkeyPatch) -> None:
-    """With a slow compressor the builder waits: never more than
-    MAX_PENDING maps are queued, and callbacks run on the caller's thread."""
+    """Up to MAX_PENDING maps are queued without waiting; each further
+    ``add`` first delivers the oldest, so no more than MAX_PENDING wait.
+    Callbacks run on the caller's thread, in the order of the maps."""
     release = threading.Event()
-    running: list[int] = []
-    slow_calls: list[list[str]] = []
+    zipped: list[list[str]] = []
 
-    def slow_zip(entries: list[str]) -> str:
-        release.wait(5)
-        slow_calls.append(entries)
+    def gated_zip(entries: list[str]) -> str:
+        if not release.wait(60):  # a safety net only: the test sets it
+            raise AssertionError("the compressor was never released")
+        zipped.append(entries)
         return zip_entries(entries)
 
-    monkeypatch.setattr(dependency_map, "zip_entries", slow_zip)
+    monkeypatch.setattr(dependency_map, "zip_entries", gated_zip)
     caller = threading.get_ident()
-    threads: list[int] = []
+    delivered: list[tuple[int, int]] = []
+
+    def done_for(index: int) -> Callable[[str], None]:
+        return lambda _zipped: delivered.append((index, threading.get_ident()))
+
+    limit = dependency_map.MAX_PENDING
     with MapZipper() as zipper:
-        for _ in range(dependency_map.MAX_PENDING):
-            zipper.add([], lambda _z: threads.append(threading.get_ident()))
-        assert len(zipper._pending) == dependency_map.MAX_PENDING and not threads
-        timer = threading.Timer(0.2, release.set)
-        timer.start()
-        start = time.monotonic()
-        zipper.add([], lambda _z: threads.append(threading.get_ident()))  # waits for the oldest
-        running.append(len(zipper._pending))
-        assert time.monotonic() - start >= 0.1
-    assert running == [dependency_map.MAX_PENDING]
-    assert threads == [caller] * 3 and len(slow_calls) == 3
+        for index in range(limit):  # the compressor is stuck: none can be delivered
+            zipper.add([json.dumps(index)], done_for(index))
+        assert delivered == []
+        release.set()
+        after_each_add = []
+        for index in range(limit, limit + 3):
+            zipper.add([json.dumps(index)], done_for(index))
+            after_each_add.append([i for i, _ in delivered])
+    assert after_each_add == [list(range(k + 1)) for k in range(3)]
+    assert delivered == [(index, caller) for index in range(limit + 3)]
+    assert zipped == [[json.dumps(index)] for index in range(limit + 3)]
 
 
 def test_zipper_stops_its_thread_on_error() -> None:
