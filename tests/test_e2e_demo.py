@@ -16,22 +16,17 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
-import string
 import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from demo_runs import BIN, DEMO, FAILED_DETECTOR, ROOT, demo_service, run, submit_and_wait
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]
 
-ROOT = Path(__file__).resolve().parents[1]
-DEMO = ROOT / "demo"
-BIN = Path(sys.executable).parent
 DETECTORS = 3
-FAILED_DETECTOR = 2
 
 # Runs in a fresh interpreter with the service's environment: per-job
 # states, attempts and exit codes straight from the service, plus the
@@ -69,84 +64,22 @@ print(json.dumps({
 """
 
 
-def _run(args: list[str], env: dict[str, str], cwd: Path, timeout: float = 600) -> str:
-    """Run a command, fail the test with its output if it fails."""
-    proc = subprocess.run(args, env=env, cwd=cwd, capture_output=True, text=True, timeout=timeout)
-    if proc.returncode != 0:
-        pytest.fail(f"{' '.join(args)} exited {proc.returncode}\n{proc.stdout}\n{proc.stderr}")
-    return proc.stdout + proc.stderr
-
-
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, dict[str, str]]]:
     """A rendered demo directory, a butler repo and a running local service."""
     work = tmp_path_factory.mktemp("demo")
-    shutil.copy(DEMO / "pipeline.yaml", work)
-    shutil.copy(DEMO / "bps_fail.yaml", work)
-    env = dict(os.environ)
-    env.update(
-        PATH=f"{BIN}{os.pathsep}{env.get('PATH', '')}",
-        PANDA_BEHIND_REAL_LB="1",
-        BPS_WMS_SERVICE_CLASS="lsst.ctrl.bps.panda.PanDAService",  # bps report --id has no submit file
-        PIPELINE=str(work / "pipeline.yaml"),
-        REPO=str(work / "repo"),
-        SUBMIT=str(work / "submit"),
-        DIST=str(work / "dist"),
-        LOCAL_OVERLAY=str(ROOT / "config" / "bps_local.yaml"),
-        CTRL_BPS_PANDA_RUN_INDEX=str(work / "runs.jsonl"),
-    )
-    template = string.Template((DEMO / "bps_demo.yaml.in").read_text())
-    (work / "bps_demo.yaml").write_text(template.substitute(env))
-    _run(
-        [
-            sys.executable,
-            str(DEMO / "make_repo.py"),
-            env["REPO"],
-            env["PIPELINE"],
-            "--detectors",
-            str(DETECTORS),
-        ],
-        env,
-        work,
-    )
-    state = work / "panda-local"
-    _run([str(BIN / "panda-local"), "start", "--state-dir", str(state), "--port", "0"], env, work)
-    try:
-        exports = json.loads(
-            _run([str(BIN / "panda-local"), "env", "--state-dir", str(state), "--json"], env, work)
-        )
-        env.update({key: str(value) for key, value in exports.items()})
+    with demo_service(work, DETECTORS) as env:
         yield work, env
-    finally:
-        subprocess.run([str(BIN / "panda-local"), "stop", "--state-dir", str(state)], env=env, timeout=120)
-
-
-def _submit_and_wait(work: Path, env: dict[str, str], submit_file: str) -> tuple[str, int]:
-    """``bps submit``, then wait for the run; return its id and wait status."""
-    out = _run([str(BIN / "bps"), "submit", submit_file], env, work)
-    match = re.search(r"^Run Id: *(\S+)", out, re.MULTILINE)
-    assert match, f"no Run Id in bps submit output:\n{out}"
-    run_id = match.group(1)
-    wait = subprocess.run(
-        [sys.executable, str(DEMO / "wait_run.py"), run_id, "--timeout", "600", "--interval", "1"],
-        env=env,
-        cwd=work,
-        capture_output=True,
-        text=True,
-        timeout=700,
-    )
-    assert wait.returncode in (0, 1), f"run {run_id} did not end:\n{wait.stdout}\n{wait.stderr}"
-    return run_id, wait.returncode
 
 
 def _inspect(work: Path, env: dict[str, str], run_id: str) -> dict:
     """Per-job facts and the plugin's report of a run, from a fresh process."""
-    return json.loads(_run([sys.executable, "-c", _INSPECT, run_id], env, work).strip().splitlines()[-1])
+    return json.loads(run([sys.executable, "-c", _INSPECT, run_id], env, work).strip().splitlines()[-1])
 
 
 def test_demo_pipeline_succeeds_and_writes_outputs(demo: tuple[Path, dict[str, str]]) -> None:
     work, env = demo
-    run_id, status = _submit_and_wait(work, env, "bps_demo.yaml")
+    run_id, status, _ = submit_and_wait(work, env, "bps_demo.yaml")
     facts = _inspect(work, env, run_id)
     assert status == 0, facts
     assert facts["state"] == "SUCCEEDED"
@@ -159,9 +92,9 @@ def test_demo_pipeline_succeeds_and_writes_outputs(demo: tuple[Path, dict[str, s
     ]
     for label, counts in facts["summary"].items():
         assert set(counts) == {"SUCCEEDED"}, (label, counts)
-    report = _run([str(BIN / "bps"), "report", "--id", run_id], env, work)
+    report = run([str(BIN / "bps"), "report", "--id", run_id], env, work)
     assert "SUCCEEDED" in report
-    _run(
+    run(
         [sys.executable, str(DEMO / "check_outputs.py"), env["REPO"], "--detectors", str(DETECTORS)],
         env,
         work,
@@ -170,9 +103,9 @@ def test_demo_pipeline_succeeds_and_writes_outputs(demo: tuple[Path, dict[str, s
 
 def test_second_submit_into_same_repo(demo: tuple[Path, dict[str, str]]) -> None:
     work, env = demo
-    run_id, status = _submit_and_wait(work, env, "bps_demo.yaml")
+    run_id, status, _ = submit_and_wait(work, env, "bps_demo.yaml")
     assert status == 0, _inspect(work, env, run_id)
-    _run(
+    run(
         [sys.executable, str(DEMO / "check_outputs.py"), env["REPO"], "--detectors", str(DETECTORS)],
         env,
         work,
@@ -185,7 +118,7 @@ def test_failing_quantum_is_not_retried_and_final_job_still_runs(demo: tuple[Pat
     (work / "bps_fail_retries.yaml").write_text(
         f"includeConfigs:\n  - bps_fail.yaml\nnumberOfRetries: {retries}\n"
     )
-    run_id, status = _submit_and_wait(work, env, "bps_fail_retries.yaml")
+    run_id, status, _ = submit_and_wait(work, env, "bps_fail_retries.yaml")
     facts = _inspect(work, env, run_id)
     assert status == 1, facts
     assert facts["state"] == "FAILED"
@@ -203,7 +136,7 @@ def test_failing_quantum_is_not_retried_and_final_job_still_runs(demo: tuple[Pat
     assert final and all(job["status"] == "finished" for job in final), jobs
     assert facts["exit_codes"], facts
     assert any(1 in codes for codes in facts["exit_codes"].values()), facts["exit_codes"]
-    _run(
+    run(
         [
             sys.executable,
             str(DEMO / "check_outputs.py"),
@@ -264,5 +197,5 @@ def test_readme_walkthrough_fail_find_fix_restart_succeed(tmp_path: Path) -> Non
     log = (home / ".lsst" / "panda-local" / "panda-local.log").read_text()
     assert f"Request {run} restarted" in log and f"Request {run} ended Finished" in log
     repo = home / "panda-demo" / "repo"
-    _run([sys.executable, str(DEMO / "check_outputs.py"), str(repo), "--collection", "u/demo/demo_fail",
+    run([sys.executable, str(DEMO / "check_outputs.py"), str(repo), "--collection", "u/demo/demo_fail",
           "--detectors", str(DETECTORS)], env, tmp_path)  # fmt: skip

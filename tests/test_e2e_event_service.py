@@ -6,28 +6,24 @@
 submit`` -> plugin -> local PanDA service -> pipetask, with one label's
 quanta run as event-service payloads (several per PanDA job).
 
-Same fixture as ``test_e2e_demo.py`` (its own butler repo and service, all
-through separate processes as an operator would run them).
+Same set-up as ``test_e2e_demo.py`` (`demo_runs.demo_service`: its own
+butler repo and service, all through separate processes as an operator would
+run them).
 """
 
 from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from test_e2e_demo import (  # noqa: F401 (demo: the fixture, used through getfixturevalue)
-    BIN,
-    DEMO,
-    DETECTORS,
-    FAILED_DETECTOR,
-    _run,
-    _submit_and_wait,
-    demo,
-)
+from demo_runs import BIN, DEMO, FAILED_DETECTOR, demo_service, run, submit_and_wait
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]
+
+DETECTORS = 3
 
 # Per-payload content rows (with their PanDA ids) and the plugin's report.
 _INSPECT = """
@@ -56,20 +52,28 @@ print(json.dumps({
 """
 
 
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, dict[str, str]]]:
+    """A rendered demo directory, a butler repo and a running local service."""
+    work = tmp_path_factory.mktemp("demo-es")
+    with demo_service(work, DETECTORS) as env:
+        yield work, env
+
+
 def _inspect(work: Path, env: dict[str, str], run_id: str) -> dict:
-    return json.loads(_run([sys.executable, "-c", _INSPECT, run_id], env, work).strip().splitlines()[-1])
+    return json.loads(run([sys.executable, "-c", _INSPECT, run_id], env, work).strip().splitlines()[-1])
 
 
 def _of_label(facts: dict, label: str) -> list[dict]:
     return sorted((p for p in facts["payloads"] if f"_{label}_" in p["task"]), key=lambda p: p["map_id"])
 
 
-def test_event_service_label_runs_payloads_per_panda_job(request: pytest.FixtureRequest) -> None:
-    work, env = request.getfixturevalue("demo")
+def test_event_service_label_runs_payloads_per_panda_job(demo: tuple[Path, dict[str, str]]) -> None:
+    work, env = demo
     (work / "bps_es.yaml").write_text(
         'includeConfigs:\n  - bps_demo.yaml\npayload:\n  payloadName: demo_es\nenableEventService: "add1:2"\n'
     )
-    run_id, status = _submit_and_wait(work, env, "bps_es.yaml")
+    run_id, status, _ = submit_and_wait(work, env, "bps_es.yaml")
     facts = _inspect(work, env, run_id)
     assert status == 0, facts
     assert facts["state"] == "SUCCEEDED"
@@ -84,9 +88,9 @@ def test_event_service_label_runs_payloads_per_panda_job(request: pytest.Fixture
     assert add1[0]["panda_id"] == add1[1]["panda_id"] != add1[2]["panda_id"]
     panda_ids = {p["panda_id"] for p in facts["payloads"]}
     assert len(panda_ids) == n_payloads - 1
-    report = _run([str(BIN / "bps"), "report", "--id", run_id], env, work)
+    report = run([str(BIN / "bps"), "report", "--id", run_id], env, work)
     assert "SUCCEEDED" in report
-    _run(
+    run(
         [sys.executable, str(DEMO / "check_outputs.py"), env["REPO"], "--collection", "u/demo/demo_es",
          "--detectors", str(DETECTORS)],
         env,
@@ -94,8 +98,8 @@ def test_event_service_label_runs_payloads_per_panda_job(request: pytest.Fixture
     )  # fmt: skip
 
 
-def test_failed_payload_retried_without_rerunning_siblings(request: pytest.FixtureRequest) -> None:
-    work, env = request.getfixturevalue("demo")
+def test_failed_payload_retried_without_rerunning_siblings(demo: tuple[Path, dict[str, str]]) -> None:
+    work, env = demo
     retries = 2
     # add2 for detector FAILED_DETECTOR fails (bps_fail.yaml: its gain is
     # missing); add1 and add2 run as event-service payloads, 3 per PanDA job.
@@ -104,7 +108,7 @@ def test_failed_payload_retried_without_rerunning_siblings(request: pytest.Fixtu
         "includeConfigs:\n  - bps_fail.yaml\npayload:\n  payloadName: demo_es_fail\n"
         f'numberOfRetries: {retries}\nretryUnlessExit: []\nenableEventService: "add1:3,add2:3"\n'
     )
-    run_id, status = _submit_and_wait(work, env, "bps_es_fail.yaml")
+    run_id, status, _ = submit_and_wait(work, env, "bps_es_fail.yaml")
     facts = _inspect(work, env, run_id)
     assert status == 1, facts
     assert facts["state"] == "FAILED"
@@ -120,7 +124,7 @@ def test_failed_payload_retried_without_rerunning_siblings(request: pytest.Fixtu
     with_retry = [p for p in facts["payloads"] if p["panda_id"] == failed[0]["panda_id"]]
     assert all(p["attempt"] == 1 for p in with_retry if p is not failed[0]), with_retry
     assert facts["summary"]["add2"] == {"SUCCEEDED": DETECTORS - 1, "FAILED": 1}
-    _run(
+    run(
         [sys.executable, str(DEMO / "check_outputs.py"), env["REPO"], "--collection", "u/demo/demo_es_fail",
          "--detectors", str(DETECTORS), "--failed-detector", str(FAILED_DETECTOR)],
         env,
@@ -130,8 +134,8 @@ def test_failed_payload_retried_without_rerunning_siblings(request: pytest.Fixtu
     # child, and the final job) runs again; its siblings keep their attempt.
     gains = Path(env["REPO"]) / "detector_gains.txt"
     gains.write_text(gains.read_text().replace(f"{FAILED_DETECTOR} n/a", f"{FAILED_DETECTOR} 1.0"))
-    _run([str(BIN / "bps"), "restart", "--id", run_id], env, work)
-    _run(
+    run([str(BIN / "bps"), "restart", "--id", run_id], env, work)
+    run(
         [sys.executable, str(DEMO / "wait_run.py"), run_id, "--timeout", "600", "--interval", "1"],
         env,
         work,

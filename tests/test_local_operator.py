@@ -17,7 +17,6 @@ import shlex
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -33,21 +32,6 @@ FINAL = "pure_pseudoinput+qgraphNodeId:+qgraphId:"
 def _job(uuid: str, label: str, detector: int) -> str:
     """A pseudo input name as the plugin makes it for a quantum."""
     return f"{uuid}_{label}_{detector}+qgraphNodeId:{uuid}+qgraphId:"
-
-
-@pytest.fixture(scope="module")
-def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalService]:
-    svc = LocalService(str(tmp_path_factory.mktemp("panda-local")), workers=2)
-    svc.start()
-    try:
-        yield svc
-    finally:
-        svc.stop()
-
-
-@pytest.fixture(scope="module")
-def client(service: LocalService) -> RelayClient:
-    return service.client()
 
 
 def _cli(

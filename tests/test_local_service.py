@@ -20,7 +20,6 @@ import stat
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -31,21 +30,6 @@ from local_harness import JobDef, LocalService, RelayClient, WorkDef, build_work
 pytestmark = pytest.mark.timeout(120)
 
 FINAL = "pure_pseudoinput+qgraphNodeId:+qgraphId:"
-
-
-@pytest.fixture(scope="module")
-def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalService]:
-    svc = LocalService(str(tmp_path_factory.mktemp("panda-local")), workers=2)
-    svc.start()
-    try:
-        yield svc
-    finally:
-        svc.stop()
-
-
-@pytest.fixture(scope="module")
-def client(service: LocalService) -> RelayClient:
-    return service.client()
 
 
 def _log_cmd(log: Path, body: str = "") -> str:

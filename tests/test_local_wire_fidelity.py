@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import gzip
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -83,21 +82,6 @@ def _shape_differences(real: Any, local: Any, path: str = "$") -> list[str]:
     if type(real) is not type(local):
         return [f"{path}: {type(real).__name__} {real!r} vs {type(local).__name__} {local!r}"]
     return []
-
-
-@pytest.fixture(scope="module")
-def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalService]:
-    svc = LocalService(str(tmp_path_factory.mktemp("panda-local")), workers=2)
-    svc.start()
-    try:
-        yield svc
-    finally:
-        svc.stop()
-
-
-@pytest.fixture(scope="module")
-def client(service: LocalService) -> RelayClient:
-    return service.client()
 
 
 def _post(service: LocalService, outer: dict[str, Any]) -> httpx.Response:

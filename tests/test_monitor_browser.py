@@ -20,7 +20,6 @@ import re
 import subprocess
 import sys
 import tempfile
-from collections.abc import Iterator
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -99,16 +98,6 @@ def _browse(url: str) -> _Text:
     parsed = _Text()
     parsed.feed(proc.stdout)
     return parsed
-
-
-@pytest.fixture(scope="module")
-def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalService]:
-    svc = LocalService(str(tmp_path_factory.mktemp("panda-local")), workers=2)
-    svc.start()
-    try:
-        yield svc
-    finally:
-        svc.stop()
 
 
 @pytest.fixture(scope="module")

@@ -14,7 +14,6 @@ from __future__ import annotations
 import os
 import tarfile
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -27,16 +26,6 @@ from lsst.ctrl.bps.panda.exceptions import CacheUploadError
 from lsst.ctrl.bps.panda.idds_transport import PanDARelayTransport, RetryPolicy
 
 pytestmark = pytest.mark.timeout(120)
-
-
-@pytest.fixture(scope="module")
-def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalService]:
-    svc = LocalService(str(tmp_path_factory.mktemp("panda-local")), workers=1)
-    svc.start()
-    try:
-        yield svc
-    finally:
-        svc.stop()
 
 
 @pytest.fixture

@@ -33,12 +33,8 @@ FINAL = "pure_pseudoinput+qgraphNodeId:+qgraphId:"
 @pytest.fixture(scope="module")
 def service_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
     """Start the module's service; yield its client environment."""
-    svc = LocalService(str(tmp_path_factory.mktemp("panda-local")), workers=3)
-    svc.start()
-    try:
+    with LocalService(str(tmp_path_factory.mktemp("panda-local")), workers=3) as svc:
         yield svc.exports
-    finally:
-        svc.stop()
 
 
 @pytest.fixture

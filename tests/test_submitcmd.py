@@ -19,7 +19,6 @@ import re
 import subprocess
 import sys
 import tarfile
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -97,16 +96,6 @@ def test_translation_matches_the_existing_plugin(
     with tarfile.open(workflow.job_archive) as stream:
         assert sorted(stream.getnames()) == expected["archive_members"]
     assert words[-1] == f"{CACHE}/cache/{os.path.basename(workflow.job_archive)}"
-
-
-@pytest.fixture(scope="module")
-def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalService]:
-    svc = LocalService(str(tmp_path_factory.mktemp("panda-local")), workers=1)
-    svc.start()
-    try:
-        yield svc
-    finally:
-        svc.stop()
 
 
 def _run(args: list[str], env: dict[str, str], cwd: Path, timeout: float = 300) -> str:
