@@ -12,22 +12,19 @@ fields, dependency map and order-id map.
 """
 
 import json
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
+import recordings
 from prepare_helpers import generate, make_config, staged_files, works
 
 from lsst.ctrl.bps.panda.event_service import EventServiceSettings, parse_labels
 from lsst.ctrl.bps.panda.exceptions import PanDAConfigError
 from lsst.ctrl.bps.panda.service_settings import ServiceSettings
 
-DATA = Path(__file__).parent / "data" / "event_service"
-sys.path.insert(0, str(DATA))
-from record_existing_plugin import RUNNER, TMP, build_workflow  # noqa: E402
-
-RECORDED = json.loads((DATA / "existing_plugin.json").read_text())["scenarios"]
+RECORDED = recordings.recorded("event_service")["scenarios"]
+RECORDER = recordings.script("event_service", "record_existing_plugin")
 
 WALLTIME_UNIT = 1
 """Seconds per ``requestWalltime`` unit in this package (seconds, as in the
@@ -38,33 +35,21 @@ def _ours(tmp_path: Path, name: str, scenario: dict[str, Any]) -> tuple[Any, lis
     """Translate the recorded workflow with this package, as the recording
     did with the existing plugin (same keys, same runner command)."""
     walltime = {label: seconds // WALLTIME_UNIT for label, seconds in scenario["walltime"].items()}
-    workflow = build_workflow(name, walltime)
+    workflow = RECORDER.build_workflow(name, walltime)
     generated = generate(
         tmp_path,
         workflow,
         uniqProcName=name,
-        runnerCommand=RUNNER,
+        runnerCommand=RECORDER.RUNNER,
         fileDistributionEndPoint=f"{tmp_path}/dist/",
         **scenario["config"],
     )
     records = []
     for work in works(generated):
-        words = work.executable.split()
-        records.append(
-            {
-                "task_name": work.task_name,
-                "es": work.es,
-                "es_label": work.es_label,
-                "max_events_per_job": work.max_events_per_job,
-                "maxWalltime": work.maxWalltime,
-                "es_files": work.es_files,
-                "dependency_map": work.dependency_map,
-                # This package writes the endpoint as a file:// URI.
-                "runner_tail": [
-                    w.replace(f"file://{tmp_path}", TMP) for w in words[words.index("${IN/L}") + 1 :]
-                ],
-            }
-        )
+        record = RECORDER.work_record(work)
+        # This package writes the endpoint as a file:// URI.
+        record["runner_tail"] = [w.replace(f"file://{tmp_path}", RECORDER.TMP) for w in record["runner_tail"]]
+        records.append(record)
     return generated, records
 
 

@@ -14,8 +14,6 @@ one seam.
 
 from __future__ import annotations
 
-import importlib.util
-import json
 import os
 import re
 import tarfile
@@ -23,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from recordings import recorded, script
 
 from lsst.ctrl.bps import BpsConfig
 from lsst.ctrl.bps.panda import PanDAService
@@ -30,8 +29,8 @@ from lsst.ctrl.bps.panda.exceptions import PanDAConfigError
 from lsst.ctrl.bps.panda.remote_build import BuildWorkflow
 from lsst.ctrl.bps.panda.submit_record import SubmitRecord
 
-DATA = Path(__file__).parent / "data" / "remote_build"
-RECORDED = json.loads((DATA / "existing_plugin.json").read_text())
+RECORDED = recorded("remote_build")
+RECORDER = script("remote_build", "record_remote_build")
 CACHE = "http://127.0.0.1:1/server/panda"
 
 
@@ -51,21 +50,12 @@ class RecordingTransport:
         return 7
 
 
-def _recorder() -> Any:
-    """The recording script, imported by path under its own module name."""
-    spec = importlib.util.spec_from_file_location("record_remote_build", DATA / "record_remote_build.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def _submit(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[RecordingTransport, Any, BpsConfig]:
     for name in ("PANDA_URL", "PANDA_URL_SSL", "PANDACACHE_URL"):
         monkeypatch.setenv(name, CACHE)
     monkeypatch.delenv("IDDS_MAX_NAME_LENGTH", raising=False)
     monkeypatch.setenv("CTRL_BPS_PANDA_RUN_INDEX", str(tmp_path / "runs.jsonl"))
-    path, _ = _recorder().write_submit(str(tmp_path))
+    path, _ = RECORDER.write_submit(str(tmp_path))
     config = BpsConfig(path, defaults=PanDAService({}).defaults)
     transport = RecordingTransport()
     service = PanDAService(config, transport=transport)  # type: ignore[arg-type]
@@ -87,7 +77,7 @@ def test_build_request_matches_the_existing_plugin(tmp_path: Path, monkeypatch: 
     assert build.name == RECORDED["workflow_name"]
     (work,) = build.template.works.values()
     expected = dict(RECORDED["work"])
-    normalised = _recorder()
+    normalised = RECORDER
     monkeypatch.setenv("PANDACACHE_URL", CACHE)
     got = normalised.work_record(work)
     assert got == expected

@@ -21,20 +21,18 @@ script, or to this checkout) and as
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import re
 import subprocess
 import sys
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import pytest
+from recordings import recorded, script
 
 from lsst.ctrl.bps.panda import PanDAService
 
-DATA = Path(__file__).parent / "data" / "site_configs"
 CONFIG_NAMES = [
     "bps_panda.yaml",
     "bps_usdf.yaml",
@@ -56,15 +54,7 @@ PREFIXES = {
 CHECKOUT = Path(__file__).resolve().parent.parent
 
 
-def _cases_module() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("site_config_cases", DATA / "site_config_cases.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-CASES = _cases_module()
+CASES = script("site_configs", "site_config_cases")
 
 MAP_FILES = ("orderIdMapFilename:", "qnodemap:")
 
@@ -77,7 +67,7 @@ KNOWN_MAP_DIFFERENCES = {
     ("bps_panda_qnode_map.yaml", "finalJob#1"): "this package stages the map to the final job too",
     ("bps_panda_eventservice.yaml", "finalJob#1"): "the event service uses the job-name map, staged likewise",
 }
-EXPECTED: dict[str, dict[str, Any]] = json.loads((DATA / "existing_plugin.json").read_text())
+EXPECTED: dict[str, dict[str, Any]] = recorded("site_configs")
 
 
 def console_script(name: str) -> str:

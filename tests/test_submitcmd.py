@@ -13,56 +13,30 @@ PanDA service, with ``LSST_RUN_TEMP_SPACE`` unset and no usable
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import subprocess
 import sys
 import tarfile
 from pathlib import Path
-from typing import Any
 
 import pytest
 import yaml
 from local_harness import LocalService
+from recordings import recorded, script
 
 from lsst.ctrl.bps import BpsConfig
 from lsst.ctrl.bps.panda import PanDAService
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
-RECORDED = json.loads((ROOT / "tests" / "data" / "custom_job" / "existing_plugin.json").read_text())
+RECORDED = recorded("custom_job")
 CACHE = "http://127.0.0.1:1/server/panda"
 
 
 def _config(tmp: Path, endpoint: str | None) -> BpsConfig:
     """The recording's configuration (see record_custom_job.py)."""
-    sys.path.insert(0, str(ROOT / "tests" / "data" / "custom_job"))
-    try:
-        from record_custom_job import ARGUMENTS, RUNNER, SCRIPT
-    finally:
-        sys.path.pop(0)
-    script = tmp / "hello.sh"
-    script.write_text(SCRIPT)
-    values: dict[str, Any] = {
-        "wmsServiceClass": "lsst.ctrl.bps.panda.PanDAService",
-        "computeSite": "SITE",
-        "submitPath": f"{tmp}/submit",
-        "uniqProcName": "custom_run",
-        "operator": "me",
-        "project": "dev",
-        "campaign": "quick",
-        "payloadName": "hello",
-        "runnerCommand": RUNNER,
-        "bps_defined": {"uniqProcName": "custom_run"},
-        "customJob": {"executable": str(script), "arguments": ARGUMENTS},
-    }
-    if endpoint is not None:
-        values["fileDistributionEndPoint"] = endpoint
-    os.makedirs(values["submitPath"], exist_ok=True)
-    path = tmp / "custom.yaml"
-    path.write_text(yaml.safe_dump(values))
-    return BpsConfig(str(path), defaults=PanDAService({}).defaults)
+    return script("custom_job", "record_custom_job").make_config(str(tmp), endpoint)
 
 
 @pytest.mark.parametrize("scenario", sorted(RECORDED["scenarios"]))

@@ -4,17 +4,8 @@
 # this distribution.
 """Record how the existing PanDA plugin translates a ``bps submitcmd`` job.
 
-Run with a Python that has the *existing* plugin (``lsst-ctrl-bps-panda``
-from PyPI) installed, never this package, with a PanDA cache to upload to
-(a local service's ``panda-local env``)::
-
-    python -m venv /tmp/oldplugin-venv
-    /tmp/oldplugin-venv/bin/pip install lsst-ctrl-bps-panda
-    panda-local start --state-dir /tmp/rec-state --port 0
-    eval "$(panda-local env --state-dir /tmp/rec-state)"
-    cd tests/data/custom_job
-    /tmp/oldplugin-venv/bin/python record_custom_job.py
-    panda-local stop --state-dir /tmp/rec-state
+Run as ``tests/data/existing_plugin_recording.py`` says (with the existing
+plugin, against a local service's PanDA cache).
 
 It builds the custom workflow with ctrl_bps's ``create_custom_workflow``
 (as ``bps submitcmd`` does) and translates it with the existing plugin's
@@ -27,9 +18,7 @@ cache URL's host replaced by placeholders).
 
 from __future__ import annotations
 
-import json
 import os
-import re
 import sys
 import tarfile
 import tempfile
@@ -39,6 +28,13 @@ from typing import Any
 import yaml
 
 from lsst.ctrl.bps import BPS_DEFAULTS, BpsConfig
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/data: the module below
+from existing_plugin_recording import (
+    existing_plugin_version,
+    normalise_archive,
+    write_recording,
+)
 
 RUNNER = "bash ./decoder.sh _cmd_line_"
 """Runner command of both plugins in the recording."""
@@ -89,12 +85,6 @@ def make_config(tmp: str, endpoint: str | None) -> BpsConfig:
     return BpsConfig(path, defaults=BPS_DEFAULTS)
 
 
-def normalise(text: str) -> str:
-    """Replace the archive uuid and the cache URL prefix by placeholders."""
-    text = re.sub(r"jobO\.[0-9a-f-]{36}\.tar\.gz", "jobO.<uuid>.tar.gz", text)
-    return text.replace(os.environ["PANDACACHE_URL"], "<PANDACACHE_URL>")
-
-
 def record(tmp: str, endpoint: str | None) -> dict[str, Any]:
     """Translate the custom job with the existing plugin.
 
@@ -137,7 +127,7 @@ def record(tmp: str, endpoint: str | None) -> dict[str, Any]:
         "processing_type": work.processingType,
         "task_type": work.task_type if hasattr(work, "task_type") else work.taskType,
         "dependency_map": work.dependency_map,
-        "runner_tail": [normalise(word) for word in words[words.index("${IN/L}") + 1 :]],
+        "runner_tail": [normalise_archive(word) for word in words[words.index("${IN/L}") + 1 :]],
         "command": bytes.fromhex(words[words.index("${IN/L}") - 1]).decode(),
         "staged": sorted(staged),
         "archive_members": members,
@@ -146,19 +136,11 @@ def record(tmp: str, endpoint: str | None) -> dict[str, Any]:
 
 def main() -> None:
     """Record the custom job with and without an endpoint."""
-    import lsst.ctrl.bps.panda
-
-    if "site-packages" not in lsst.ctrl.bps.panda.__file__:
-        sys.exit("run this with the existing plugin installed from PyPI, not this package")
-    from importlib.metadata import version
-
-    recorded: dict[str, Any] = {"plugin_version": version("lsst-ctrl-bps-panda"), "scenarios": {}}
+    recorded: dict[str, Any] = {"plugin_version": existing_plugin_version(), "scenarios": {}}
     for name, endpoint in (("no_endpoint", None), ("endpoint", "file:///dist/{uniqProcName}/")):
         with tempfile.TemporaryDirectory() as tmp:
             recorded["scenarios"][name] = record(tmp, endpoint)
-    out = Path(__file__).with_name("existing_plugin.json")
-    out.write_text(json.dumps(recorded, indent=2, sort_keys=True) + "\n")
-    print(f"wrote {out}")
+    write_recording(__file__, recorded)
 
 
 if __name__ == "__main__":

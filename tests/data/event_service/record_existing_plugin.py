@@ -4,13 +4,8 @@
 # this distribution.
 """Record how the existing PanDA plugin translates event-service settings.
 
-Run with a Python that has the *existing* plugin (``lsst-ctrl-bps-panda``
-from PyPI) installed, never this package::
-
-    python -m venv /tmp/oldplugin-venv-es
-    /tmp/oldplugin-venv-es/bin/pip install lsst-ctrl-bps-panda
-    PANDA_BEHIND_REAL_LB=1 /tmp/oldplugin-venv-es/bin/python \\
-        tests/data/event_service/record_existing_plugin.py
+Run as ``tests/data/existing_plugin_recording.py`` says (with the existing
+plugin; no service needed).
 
 It translates the small workflow of `build_workflow` under each scenario of
 `SCENARIOS` with the existing plugin's ``add_idds_work`` and writes, per
@@ -39,6 +34,9 @@ from lsst.ctrl.bps import (
     GenericWorkflowExec,
     GenericWorkflowJob,
 )
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/data: the module below
+from existing_plugin_recording import existing_plugin_version, write_recording
 
 LABELS = {"isr": 5, "calib": 3, "merge": 1}
 """Labels of the workflow and their job counts (isr -> calib -> merge)."""
@@ -135,7 +133,8 @@ def _runner_tail(executable: str) -> list[str]:
     return words[words.index("${IN/L}") + 1 :]
 
 
-def _work_record(work: Any) -> dict[str, Any]:
+def work_record(work: Any) -> dict[str, Any]:
+    """Return the recorded event-service fields of one work."""
     return {
         "task_name": work.task_name,
         "es": work.es,
@@ -180,7 +179,7 @@ def record(name: str, scenario: dict[str, Any], tmp: str) -> dict[str, Any]:
     return {
         "config": scenario["config"],
         "walltime": scenario["walltime"],
-        "works": [_work_record(work) for work in workflow.template.works.values()],
+        "works": [work_record(work) for work in workflow.template.works.values()],
         "staged": sorted(staged),
         "order_id_map": order_map,
     }
@@ -188,20 +187,11 @@ def record(name: str, scenario: dict[str, Any], tmp: str) -> dict[str, Any]:
 
 def main() -> None:
     """Record every scenario into ``existing_plugin.json``."""
-    import lsst.ctrl.bps.panda
-
-    if "site-packages" not in lsst.ctrl.bps.panda.__file__:
-        sys.exit("run this with the existing plugin installed from PyPI, not this package")
-    from importlib.metadata import version
-
-    recorded: dict[str, Any] = {"plugin_version": version("lsst-ctrl-bps-panda"), "scenarios": {}}
+    recorded: dict[str, Any] = {"plugin_version": existing_plugin_version(), "scenarios": {}}
     with tempfile.TemporaryDirectory() as tmp:
         for name, scenario in SCENARIOS.items():
             recorded["scenarios"][name] = record(name, scenario, tmp)
-        text = json.dumps(recorded, indent=1, sort_keys=True).replace(tmp, TMP)
-    out = Path(__file__).with_name("existing_plugin.json")
-    out.write_text(text + "\n")
-    print(f"wrote {out}")
+        write_recording(__file__, recorded, indent=1, replace=(tmp, TMP))
 
 
 if __name__ == "__main__":

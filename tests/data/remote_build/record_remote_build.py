@@ -4,17 +4,8 @@
 # this distribution.
 """Record the existing PanDA plugin's remote-build request.
 
-Run with a Python that has the *existing* plugin (``lsst-ctrl-bps-panda``
-from PyPI) installed, never this package, with a PanDA cache to upload to
-(a local service's ``panda-local env``)::
-
-    python -m venv /tmp/oldplugin-venv
-    /tmp/oldplugin-venv/bin/pip install lsst-ctrl-bps-panda
-    panda-local start --state-dir /tmp/rec-state --port 0
-    eval "$(panda-local env --state-dir /tmp/rec-state)"
-    cd tests/data/remote_build
-    /tmp/oldplugin-venv/bin/python record_remote_build.py
-    panda-local stop --state-dir /tmp/rec-state
+Run as ``tests/data/existing_plugin_recording.py`` says (with the existing
+plugin, against a local service's PanDA cache).
 
 It calls the existing plugin's ``create_idds_build_workflow`` with the
 arguments ctrl_bps's ``submit_driver`` passes (``config``, ``remote_build``,
@@ -27,9 +18,7 @@ package's build request with it.
 
 from __future__ import annotations
 
-import json
 import os
-import re
 import sys
 import tarfile
 import tempfile
@@ -39,6 +28,13 @@ from typing import Any
 import yaml
 
 from lsst.ctrl.bps import BPS_DEFAULTS, BpsConfig
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/data: the module below
+from existing_plugin_recording import (
+    existing_plugin_version,
+    normalise_archive,
+    write_recording,
+)
 
 BUILD_VALUES: dict[str, Any] = {
     "enabled": True,
@@ -82,16 +78,10 @@ def write_submit(tmp: str) -> tuple[str, str]:
     return path, extra
 
 
-def normalise(text: str) -> str:
-    """Replace the archive uuid and the cache URL prefix by placeholders."""
-    text = re.sub(r"jobO\.[0-9a-f-]{36}\.tar\.gz", "jobO.<uuid>.tar.gz", text)
-    return text.replace(os.environ["PANDACACHE_URL"], "<PANDACACHE_URL>")
-
-
 def work_record(work: Any) -> dict[str, Any]:
     """Return the recorded fields of the build work."""
     return {
-        "executable": normalise(work.executable),
+        "executable": normalise_archive(work.executable),
         "task_name": work.task_name,
         "task_type": work.task_type,
         "dependency_map": work.dependency_map,
@@ -129,18 +119,11 @@ def record(tmp: str) -> dict[str, Any]:
 
 def main() -> None:
     """Record the build request into ``existing_plugin.json``."""
-    import lsst.ctrl.bps.panda
-
-    if "site-packages" not in lsst.ctrl.bps.panda.__file__:
-        sys.exit("run this with the existing plugin installed from PyPI, not this package")
-    from importlib.metadata import version
-
+    version = existing_plugin_version()
     os.environ.pop("IDDS_MAX_NAME_LENGTH", None)
     with tempfile.TemporaryDirectory() as tmp:
-        recorded = {"plugin_version": version("lsst-ctrl-bps-panda"), **record(tmp)}
-    out = Path(__file__).with_name("existing_plugin.json")
-    out.write_text(json.dumps(recorded, indent=2, sort_keys=True) + "\n")
-    print(f"wrote {out}")
+        recorded = {"plugin_version": version, **record(tmp)}
+    write_recording(__file__, recorded)
 
 
 if __name__ == "__main__":
