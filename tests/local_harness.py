@@ -7,12 +7,25 @@
 `LocalService` starts and stops a ``panda-local`` daemon in its own state
 directory on a free loopback port; `RelayClient` talks to it through the real
 panda-client iDDS API, exactly as the plugin does; `build_workflow` makes a
-real idds `Workflow` of `DomaPanDAWork` from a compact description.
+real idds `Workflow` of `DomaPanDAWork` from a compact description (`FINAL`
+names a final job). Jobs made with `log_cmd` log their start and end to a
+file (read with `logged_events`), so what ran, and how often, is seen from
+outside the service; `wait_for` polls for a condition.
 """
 
 from __future__ import annotations
 
-__all__ = ["JobDef", "LocalService", "RelayClient", "WorkDef", "build_workflow"]
+__all__ = [
+    "FINAL",
+    "JobDef",
+    "LocalService",
+    "RelayClient",
+    "WorkDef",
+    "build_workflow",
+    "log_cmd",
+    "logged_events",
+    "wait_for",
+]
 
 import json
 import os
@@ -21,9 +34,10 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from lsst.ctrl.bps.panda.constants import RETRY_UNLESS_EXIT_ATTRIBUTE
@@ -32,6 +46,75 @@ from lsst.ctrl.bps.panda.local.layout import StateLayout
 from lsst.ctrl.bps.panda.local.server import pid_alive, read_service_file
 
 _TERMINAL_REQUEST = names(REQUEST_TERMINAL)
+
+FINAL = "pure_pseudoinput+qgraphNodeId:+qgraphId:"
+"""Pseudo input name of a final job, as the plugin makes it."""
+
+
+def log_cmd(log: Path, body: str = "") -> str:
+    """Return a job command logging its start and end around ``body``.
+
+    Parameters
+    ----------
+    log : `pathlib.Path`
+        File the job appends ``start <name>`` and ``end <name>`` to (the
+        name from ``${IN/L}``).
+    body : `str`, optional
+        Shell commands between, each ending with ``;``.
+
+    Returns
+    -------
+    command : `str`
+        The bash command.
+    """
+    return f'echo "start ${{IN/L}}" >> {log}; {body} echo "end ${{IN/L}}" >> {log}'
+
+
+def logged_events(log: Path) -> list[tuple[str, str]]:
+    """Return the ``(event, job name)`` lines a `log_cmd` job wrote.
+
+    Parameters
+    ----------
+    log : `pathlib.Path`
+        The log file (absent: no events).
+
+    Returns
+    -------
+    events : `list` [`tuple` [`str`, `str`]]
+        ``("start" or "end", job name)`` in the order written.
+    """
+    if not log.exists():
+        return []
+    return [(event, name) for event, name in (line.split(" ", 1) for line in log.read_text().splitlines())]
+
+
+def wait_for(predicate: Callable[[], Any], timeout: float = 60.0) -> Any:
+    """Poll until a condition holds.
+
+    Parameters
+    ----------
+    predicate : `~collections.abc.Callable`
+        The condition, polled every 0.05 s.
+    timeout : `float`, optional
+        Seconds before giving up.
+
+    Returns
+    -------
+    value : `typing.Any`
+        The first true value the predicate returned.
+
+    Raises
+    ------
+    TimeoutError
+        If it is still false after ``timeout`` seconds.
+    """
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise TimeoutError("condition not reached")
 
 
 @dataclass(frozen=True)

@@ -11,38 +11,26 @@ file, so what ran, and how often, is seen from outside the service.
 
 from __future__ import annotations
 
-import time
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from local_harness import JobDef, LocalService, RelayClient, WorkDef, build_workflow
+from local_harness import (
+    FINAL,
+    JobDef,
+    LocalService,
+    RelayClient,
+    WorkDef,
+    build_workflow,
+    log_cmd,
+    logged_events,
+    wait_for,
+)
 
 from lsst.ctrl.bps.panda.local.server import pid_alive
 
 pytestmark = pytest.mark.timeout(120)
-
-FINAL = "pure_pseudoinput+qgraphNodeId:+qgraphId:"
-
-
-def _log_cmd(log: Path, body: str = "") -> str:
-    return f'echo "start ${{IN/L}}" >> {log}; {body} echo "end ${{IN/L}}" >> {log}'
-
-
-def _events(log: Path) -> list[tuple[str, str]]:
-    if not log.exists():
-        return []
-    return [(line.split(" ", 1)[0], line.split(" ", 1)[1]) for line in log.read_text().splitlines()]
-
-
-def _wait_for(predicate: object, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():  # type: ignore[operator]
-            return
-        time.sleep(0.05)
-    raise TimeoutError("condition not reached")
 
 
 @pytest.fixture
@@ -67,25 +55,25 @@ def test_kill_9_while_jobs_sleep(service: LocalService, tmp_path: Path) -> None:
     # restart (the restarted service kills it and runs it again).
     body = 'case "${IN/L}" in b0) sleep 1;; b1) [ "$PanDA_AttemptNr" -gt 1 ] || sleep 60;; esac;'
     works = [
-        WorkDef("wf_01_a", _log_cmd(log), (JobDef("a0"), JobDef("a1"))),
-        WorkDef("wf_02_b", _log_cmd(log, body), (JobDef("b0", (("wf_01_a", "a0"),)),
-                                                 JobDef("b1", (("wf_01_a", "a1"),)))),
-        WorkDef("wf_03_c", _log_cmd(log), (JobDef("c0", (("wf_02_b", "b0"), ("wf_02_b", "b1"))),)),
-        WorkDef("wf_04_final", _log_cmd(log), (JobDef(FINAL),), final_of=("wf_03_c",)),
+        WorkDef("wf_01_a", log_cmd(log), (JobDef("a0"), JobDef("a1"))),
+        WorkDef("wf_02_b", log_cmd(log, body), (JobDef("b0", (("wf_01_a", "a0"),)),
+                                                JobDef("b1", (("wf_01_a", "a1"),)))),
+        WorkDef("wf_03_c", log_cmd(log), (JobDef("c0", (("wf_02_b", "b0"), ("wf_02_b", "b1"))),)),
+        WorkDef("wf_04_final", log_cmd(log), (JobDef(FINAL),), final_of=("wf_03_c",)),
     ]  # fmt: skip
     client = service.client()
     request_id = client.result("submit", build_workflow("wf_crash", works))
-    _wait_for(lambda: {("start", "b0"), ("start", "b1")} <= set(_events(log)))
+    wait_for(lambda: {("start", "b0"), ("start", "b1")} <= set(logged_events(log)))
     pid = service.pid
     service.kill()
     assert not pid_alive(pid)
-    _wait_for(lambda: ("end", "b0") in _events(log))  # b0 finished with nobody watching
-    assert ("end", "b1") not in _events(log)
+    wait_for(lambda: ("end", "b0") in logged_events(log))  # b0 finished with nobody watching
+    assert ("end", "b1") not in logged_events(log)
     _restart(service, client)
     assert service.pid != pid
     assert client.wait(request_id, timeout=60) == "Finished"
 
-    events = _events(log)
+    events = logged_events(log)
     starts = Counter(name for kind, name in events if kind == "start")
     ends = Counter(name for kind, name in events if kind == "end")
     assert ends == Counter({"a0": 1, "a1": 1, "b0": 1, "b1": 1, "c0": 1, FINAL: 1})
@@ -105,21 +93,21 @@ def test_kill_9_during_many_short_jobs(service: LocalService, tmp_path: Path) ->
     log = tmp_path / "log"
     n = 30
     works = [
-        WorkDef("wf_01_p", _log_cmd(log, "sleep 0.1;"), tuple(JobDef(f"p{i}") for i in range(n))),
-        WorkDef("wf_02_q", _log_cmd(log, "sleep 0.1;"),
+        WorkDef("wf_01_p", log_cmd(log, "sleep 0.1;"), tuple(JobDef(f"p{i}") for i in range(n))),
+        WorkDef("wf_02_q", log_cmd(log, "sleep 0.1;"),
                 tuple(JobDef(f"q{i}", (("wf_01_p", f"p{i}"),)) for i in range(n))),
-        WorkDef("wf_03_final", _log_cmd(log), (JobDef(FINAL),), final_of=("wf_02_q",)),
+        WorkDef("wf_03_final", log_cmd(log), (JobDef(FINAL),), final_of=("wf_02_q",)),
     ]  # fmt: skip
     client = service.client()
     request_id = client.result("submit", build_workflow("wf_crash_many", works))
-    _wait_for(lambda: sum(1 for kind, _ in _events(log) if kind == "end") >= n // 2)
+    wait_for(lambda: sum(1 for kind, _ in logged_events(log) if kind == "end") >= n // 2)
     service.kill()
-    done_before = {name for kind, name in _events(log) if kind == "end"}
+    done_before = {name for kind, name in logged_events(log) if kind == "end"}
     assert 0 < len(done_before) < 2 * n + 1
     _restart(service, client)
     assert client.wait(request_id, timeout=90) == "Finished"
 
-    events = _events(log)
+    events = logged_events(log)
     ends = Counter(name for kind, name in events if kind == "end")
     assert set(ends) == {f"p{i}" for i in range(n)} | {f"q{i}" for i in range(n)} | {FINAL}
     assert set(ends.values()) == {1}  # nothing lost, nothing that succeeded ran twice
@@ -136,14 +124,14 @@ def test_stop_mid_run_reruns_the_interrupted_job_without_using_an_attempt(
 ) -> None:
     log = tmp_path / "log"
     body = '[ "$PanDA_AttemptNr" -gt 1 ] || sleep 60;'
-    works = [WorkDef("wf_01_s", _log_cmd(log, body), (JobDef("s0"),), max_attempt=1)]
+    works = [WorkDef("wf_01_s", log_cmd(log, body), (JobDef("s0"),), max_attempt=1)]
     client = service.client()
     request_id = client.result("submit", build_workflow("wf_stop", works))
-    _wait_for(lambda: ("start", "s0") in _events(log))
+    wait_for(lambda: ("start", "s0") in logged_events(log))
     service.stop()  # SIGTERM: the running job is killed, its attempt is lost
-    assert ("end", "s0") not in _events(log)
+    assert ("end", "s0") not in logged_events(log)
     _restart(service, client)
     assert client.wait(request_id, timeout=60) == "Finished"
     row = client.jobs(request_id)["s0"]
     assert (row["status"], row["attempt_nr"], row["trans_exit_code"]) == ("Available", 2, 0)
-    assert [name for kind, name in _events(log) if kind == "end"] == ["s0"]
+    assert [name for kind, name in logged_events(log) if kind == "end"] == ["s0"]

@@ -21,12 +21,11 @@ from pathlib import Path
 
 import httpx
 import pytest
-from local_harness import JobDef, LocalService, RelayClient, WorkDef, build_workflow
+from local_harness import FINAL, JobDef, LocalService, RelayClient, WorkDef, build_workflow
 
 pytestmark = pytest.mark.timeout(180)
 
 PANDA_LOCAL = str(Path(sys.executable).parent / "panda-local")
-FINAL = "pure_pseudoinput+qgraphNodeId:+qgraphId:"
 
 
 def _job(uuid: str, label: str, detector: int) -> str:

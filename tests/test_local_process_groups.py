@@ -15,11 +15,11 @@ from __future__ import annotations
 import os
 import signal
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from local_harness import JobDef, LocalService, RelayClient, WorkDef, build_workflow
+from local_harness import JobDef, LocalService, RelayClient, WorkDef, build_workflow, wait_for
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -31,15 +31,6 @@ def client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RelayClient]:
         yield service.client()
     finally:
         service.stop()
-
-
-def _wait_for(predicate: Callable[[], object], timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.05)
-    raise TimeoutError("condition not reached")
 
 
 def _writer(out: Path) -> str:
@@ -83,7 +74,7 @@ def test_killing_the_wrapper_shell_kills_the_payload_before_the_retry(
     works = [WorkDef("wf_01_kill", body, (JobDef("k0"),), max_attempt=2)]
     request_id = client.result("submit", build_workflow("wf_killed_shell", works))
     shell = tmp_path / "shell_1"
-    _wait_for(lambda: shell.exists() and shell.read_text().strip() and len(_ticks(tmp_path / "ticks_1")) > 2)
+    wait_for(lambda: shell.exists() and shell.read_text().strip() and len(_ticks(tmp_path / "ticks_1")) > 2)
     os.kill(int(shell.read_text()), signal.SIGKILL)  # the wrapper only: its payload and child live on
     assert client.wait(request_id, timeout=90) == "Finished"
     row = client.jobs(request_id)["k0"]

@@ -25,39 +25,35 @@ from pathlib import Path
 import httpx
 import pytest
 from idds.common.utils import json_dumps
-from local_harness import JobDef, LocalService, RelayClient, WorkDef, build_workflow
+from local_harness import (
+    FINAL,
+    JobDef,
+    LocalService,
+    RelayClient,
+    WorkDef,
+    build_workflow,
+    log_cmd,
+    logged_events,
+)
 
 pytestmark = pytest.mark.timeout(120)
-
-FINAL = "pure_pseudoinput+qgraphNodeId:+qgraphId:"
-
-
-def _log_cmd(log: Path, body: str = "") -> str:
-    """A job logging its start and end (name from ``${IN/L}``) around body."""
-    return f'echo "start ${{IN/L}}" >> {log}; {body} echo "end ${{IN/L}}" >> {log}'
-
-
-def _events(log: Path) -> list[tuple[str, str]]:
-    if not log.exists():
-        return []
-    return [tuple(line.split(" ", 1)) for line in log.read_text().splitlines()]  # type: ignore[misc]
 
 
 def _chain(log: Path, n: int, fail: str = "", attempts: int = 1, final: bool = True) -> list[WorkDef]:
     """Three chained tasks of n jobs (a_i -> b_i -> c_i) and a final job."""
     fail_cmd = f'case "${{IN/L}}" in {fail}) exit 3;; esac;' if fail else ""
     works = [
-        WorkDef("wf_01_a", _log_cmd(log), tuple(JobDef(f"a{i}") for i in range(n))),
+        WorkDef("wf_01_a", log_cmd(log), tuple(JobDef(f"a{i}") for i in range(n))),
         WorkDef(
             "wf_02_b",
-            _log_cmd(log, fail_cmd),
+            log_cmd(log, fail_cmd),
             tuple(JobDef(f"b{i}", (("wf_01_a", f"a{i}"),)) for i in range(n)),
             max_attempt=attempts,
         ),
-        WorkDef("wf_03_c", _log_cmd(log), tuple(JobDef(f"c{i}", (("wf_02_b", f"b{i}"),)) for i in range(n))),
+        WorkDef("wf_03_c", log_cmd(log), tuple(JobDef(f"c{i}", (("wf_02_b", f"b{i}"),)) for i in range(n))),
     ]
     if final:
-        works.append(WorkDef("wf_04_final", _log_cmd(log), (JobDef(FINAL),), final_of=("wf_03_c",)))
+        works.append(WorkDef("wf_04_final", log_cmd(log), (JobDef(FINAL),), final_of=("wf_03_c",)))
     return works
 
 
@@ -99,7 +95,7 @@ def test_get_requests_with_and_without_detail(client: RelayClient, tmp_path: Pat
     gate = tmp_path / "gate"
     works = [
         WorkDef("wf_01_a", f"while [ ! -e {gate} ]; do sleep 0.05; done", (JobDef("a0"), JobDef("a1"))),
-        WorkDef("wf_02_final", _log_cmd(log), (JobDef(FINAL),), final_of=("wf_01_a",)),
+        WorkDef("wf_02_final", log_cmd(log), (JobDef(FINAL),), final_of=("wf_01_a",)),
     ]
     request_id = client.result("submit", build_workflow("wf_detail", works))
     assert isinstance(request_id, int) and request_id > 0
@@ -164,7 +160,7 @@ def test_submit_split_into_steps(client: RelayClient, tmp_path: Path) -> None:
     request_id = client.result("submit", workflow)
     assert request_id > 0
     assert client.wait(request_id) == "Finished"
-    assert len([name for kind, name in _events(log) if kind == "end"]) == 3 * 20 + 1
+    assert len([name for kind, name in logged_events(log) if kind == "end"]) == 3 * 20 + 1
 
 
 def test_submit_of_broken_workflow_is_an_idds_error(client: RelayClient) -> None:
@@ -272,20 +268,20 @@ def test_dependency_order_is_honoured(client: RelayClient, tmp_path: Path) -> No
     log = tmp_path / "log"
     body = "sleep 0.05;"
     works = [
-        WorkDef("wf_01_a", _log_cmd(log, body), tuple(JobDef(f"a{i}") for i in range(4))),
+        WorkDef("wf_01_a", log_cmd(log, body), tuple(JobDef(f"a{i}") for i in range(4))),
         WorkDef(
             "wf_02_b",
-            _log_cmd(log, body),
+            log_cmd(log, body),
             tuple(JobDef(f"b{i}", (("wf_01_a", f"a{i}"), ("wf_01_a", f"a{(i + 1) % 4}"))) for i in range(4)),
         ),
         WorkDef(
-            "wf_03_c", _log_cmd(log, body), (JobDef("c0", tuple(("wf_02_b", f"b{i}") for i in range(4))),)
+            "wf_03_c", log_cmd(log, body), (JobDef("c0", tuple(("wf_02_b", f"b{i}") for i in range(4))),)
         ),
-        WorkDef("wf_04_final", _log_cmd(log), (JobDef(FINAL),), final_of=("wf_03_c",)),
+        WorkDef("wf_04_final", log_cmd(log), (JobDef(FINAL),), final_of=("wf_03_c",)),
     ]
     request_id = client.result("submit", build_workflow("wf_order", works))
     assert client.wait(request_id) == "Finished"
-    events = _events(log)
+    events = logged_events(log)
     position = {(kind, name): index for index, (kind, name) in enumerate(events)}
     assert len(events) == 2 * 10
     for work in works:
@@ -322,7 +318,7 @@ def test_failure_makes_descendants_missing_and_final_still_runs(client: RelayCli
     log = tmp_path / "log"
     request_id = client.result("submit", build_workflow("wf_fail", _chain(log, 3, fail="b1", attempts=2)))
     assert client.wait(request_id) == "SubFinished"
-    started = [name for kind, name in _events(log) if kind == "start"]
+    started = [name for kind, name in logged_events(log) if kind == "start"]
     assert started.count("b1") == 2  # retried once
     assert "c1" not in started  # its parent failed: never run
     assert {"c0", "c2", FINAL} <= set(started)
@@ -350,12 +346,12 @@ def test_all_jobs_failing_is_failed(client: RelayClient) -> None:
 def test_abort_kills_running_jobs_and_cancels_the_rest(client: RelayClient, tmp_path: Path) -> None:
     log = tmp_path / "log"
     works = [
-        WorkDef("wf_01_s", _log_cmd(log, "sleep 60;"), (JobDef("s0"), JobDef("s1"), JobDef("s2"))),
-        WorkDef("wf_02_t", _log_cmd(log), (JobDef("t0", (("wf_01_s", "s0"),)),)),
+        WorkDef("wf_01_s", log_cmd(log, "sleep 60;"), (JobDef("s0"), JobDef("s1"), JobDef("s2"))),
+        WorkDef("wf_02_t", log_cmd(log), (JobDef("t0", (("wf_01_s", "s0"),)),)),
     ]
     request_id = client.result("submit", build_workflow("wf_abort", works))
     deadline = time.monotonic() + 30
-    while len(_events(log)) < 2 and time.monotonic() < deadline:
+    while len(logged_events(log)) < 2 and time.monotonic() < deadline:
         time.sleep(0.05)
     assert client.request_status(request_id) == "Transforming"
     assert client.result("abort", request_id=request_id) == [
@@ -364,8 +360,8 @@ def test_abort_kills_running_jobs_and_cancels_the_rest(client: RelayClient, tmp_
     assert client.wait(request_id, timeout=30) == "Cancelled"
     jobs = client.jobs(request_id)
     assert {row["status"] for row in jobs.values()} == {"Cancelled"}
-    assert not [name for kind, name in _events(log) if kind == "end"]  # the sleepers were killed
-    assert len([name for kind, name in _events(log) if kind == "start"]) == 2  # two workers
+    assert not [name for kind, name in logged_events(log) if kind == "end"]  # the sleepers were killed
+    assert len([name for kind, name in logged_events(log) if kind == "start"]) == 2  # two workers
     assert _transform_statuses(client, request_id) == {"wf_01_s": "Cancelled", "wf_02_t": "Cancelled"}
 
 
@@ -375,7 +371,7 @@ def test_retry_reruns_failed_and_missing_jobs(client: RelayClient, tmp_path: Pat
     flag.touch()
     fail_cmd = f'if [ "${{IN/L}}" = b1 ] && [ -e {flag} ]; then exit 3; fi;'
     works = _chain(log, 3)
-    works[1] = WorkDef(works[1].task_name, _log_cmd(log, fail_cmd), works[1].jobs)
+    works[1] = WorkDef(works[1].task_name, log_cmd(log, fail_cmd), works[1].jobs)
     request_id = client.result("submit", build_workflow("wf_rerun", works))
     assert client.wait(request_id) == "SubFinished"
     assert client.result("retry", request_id=request_id) == [
@@ -386,7 +382,7 @@ def test_retry_reruns_failed_and_missing_jobs(client: RelayClient, tmp_path: Pat
     flag.unlink()
     client.result("retry", request_id=request_id)
     assert client.wait(request_id) == "Finished"
-    started = [name for kind, name in _events(log) if kind == "start"]
+    started = [name for kind, name in logged_events(log) if kind == "start"]
     assert started.count("b1") == 3
     assert started.count("c1") == 1
     assert started.count(FINAL) == 3  # the final job runs after each pass

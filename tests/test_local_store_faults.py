@@ -19,52 +19,41 @@ import subprocess
 import sys
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from local_harness import JobDef, LocalService, RelayClient, WorkDef, build_workflow
+from local_harness import (
+    FINAL,
+    JobDef,
+    LocalService,
+    RelayClient,
+    WorkDef,
+    build_workflow,
+    log_cmd,
+    logged_events,
+    wait_for,
+)
 
 pytestmark = pytest.mark.timeout(240)
 
-FINAL = "pure_pseudoinput+qgraphNodeId:+qgraphId:"
 N = 8
-
-
-def _log_cmd(log: Path, body: str = "") -> str:
-    return f'echo "start ${{IN/L}}" >> {log}; {body} echo "end ${{IN/L}}" >> {log}'
-
-
-def _events(log: Path) -> list[tuple[str, str]]:
-    if not log.exists():
-        return []
-    return [(line.split(" ", 1)[0], line.split(" ", 1)[1]) for line in log.read_text().splitlines()]
-
-
-def _wait_for(predicate: Callable[[], object], timeout: float = 60.0) -> object:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise TimeoutError("condition not reached")
 
 
 def _works(log: Path) -> list[WorkDef]:
     body = "sleep 0.3;"
     return [
-        WorkDef("wf_01_a", _log_cmd(log, body), tuple(JobDef(f"a{i}") for i in range(N))),
-        WorkDef("wf_02_b", _log_cmd(log, body),
+        WorkDef("wf_01_a", log_cmd(log, body), tuple(JobDef(f"a{i}") for i in range(N))),
+        WorkDef("wf_02_b", log_cmd(log, body),
                 tuple(JobDef(f"b{i}", (("wf_01_a", f"a{i}"),)) for i in range(N))),
-        WorkDef("wf_03_final", _log_cmd(log), (JobDef(FINAL),), final_of=("wf_02_b",)),
+        WorkDef("wf_03_final", log_cmd(log), (JobDef(FINAL),), final_of=("wf_02_b",)),
     ]  # fmt: skip
 
 
 def _assert_each_job_ran_once(client: RelayClient, request_id: int, log: Path) -> None:
     assert client.wait(request_id, timeout=120) == "Finished"
     names = {f"a{i}" for i in range(N)} | {f"b{i}" for i in range(N)} | {FINAL}
-    events = _events(log)
+    events = logged_events(log)
     assert Counter(name for kind, name in events if kind == "start") == Counter(dict.fromkeys(names, 1))
     assert Counter(name for kind, name in events if kind == "end") == Counter(dict.fromkeys(names, 1))
     jobs = client.jobs(request_id)
@@ -98,18 +87,18 @@ def test_database_locked_longer_than_the_busy_timeout(tmp_path: Path) -> None:
     try:
         client = service.client()
         request_id = client.result("submit", build_workflow("wf_locked", _works(log)))
-        _wait_for(lambda: sum(kind == "end" for kind, _ in _events(log)) >= 3)
+        wait_for(lambda: sum(kind == "end" for kind, _ in logged_events(log)) >= 3)
         locker = sqlite3.connect(service.layout.database, timeout=30)
         locker.execute("BEGIN EXCLUSIVE")
         try:
-            fault = _wait_for(lambda: _fault(service), timeout=60)
+            fault = wait_for(lambda: _fault(service), timeout=60)
             assert "database is locked" in fault["error"]  # type: ignore[index]
-            started_during = len(_events(log))
+            started_during = len(logged_events(log))
             text = _status_text(service)
             assert "FAULT: database writes failing" in text and "database is locked" in text
             time.sleep(1.5)  # several retries, each longer than the busy timeout
             # Nothing new started while nothing could be recorded.
-            assert [e for e in _events(log)[started_during:] if e[0] == "start"] == []
+            assert [e for e in logged_events(log)[started_during:] if e[0] == "start"] == []
         finally:
             locker.rollback()
             locker.close()
@@ -159,10 +148,10 @@ def test_state_filesystem_full(small_tmpfs: Path, tmp_path: Path) -> None:
     try:
         client = service.client()
         request_id = client.result("submit", build_workflow("wf_full", _works(log)))
-        _wait_for(lambda: sum(kind == "end" for kind, _ in _events(log)) >= 3)
+        wait_for(lambda: sum(kind == "end" for kind, _ in logged_events(log)) >= 3)
         filler = _fill(small_tmpfs)
         try:
-            fault = _wait_for(lambda: _fault(service), timeout=60)
+            fault = wait_for(lambda: _fault(service), timeout=60)
             assert "full" in fault["error"]  # type: ignore[index]
             time.sleep(1.5)
         finally:

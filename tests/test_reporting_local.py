@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from local_harness import JobDef, LocalService, WorkDef, build_workflow
+from local_harness import FINAL, JobDef, LocalService, WorkDef, build_workflow
 
 from lsst.ctrl.bps import WmsRunReport, WmsStates
 from lsst.ctrl.bps.panda import run_control
@@ -27,7 +27,6 @@ from lsst.ctrl.bps.panda.submit_record import SubmitRecord, TaskRecord
 pytestmark = pytest.mark.timeout(180)
 
 S = WmsStates
-FINAL = "pure_pseudoinput+qgraphNodeId:+qgraphId:"
 
 
 @pytest.fixture(scope="module")
