@@ -18,7 +18,7 @@ import dataclasses
 import datetime
 import json
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from enum import Enum
 from pathlib import Path
 from typing import Any
@@ -155,6 +155,9 @@ class FakeIDDSServer:
         self._next_transform = 1
         self._next_panda_id = 1000
         self.now = datetime.datetime.now(datetime.UTC).replace(microsecond=0)
+        self.row_edits: list[Callable[[dict[str, Any]], None]] = []
+        """Applied in turn to every request row served (e.g. to serve what
+        the local service adds, or a status this fake never sets)."""
 
     # ------------------------------------------------------------ set-up
     def add_run(
@@ -391,6 +394,8 @@ class FakeIDDSServer:
             updated_at=fmt_date(request.updated_at),
             accessed_at=fmt_date(request.updated_at),
         )
+        for edit in self.row_edits:
+            edit(row)
         return row
 
     def _detail_row(self, request: FakeRequest, task: FakeTask | None) -> dict[str, Any]:

@@ -383,14 +383,9 @@ def test_jedi_task_id_suffix_is_matched_to_the_record(tmp_path):
 def test_local_service_rows_say_where_logs_are(tmp_path):
     fake = FakeIDDSServer()
     rid = fake.add_run("wf", {"wf_01_a_01": 1})
-    original = fake._request_row
-
-    def local_row(request, template):
-        row = original(request, template)
-        row.update(locking_thread_name="panda-local", additional_data_storage=str(tmp_path))
-        return row
-
-    fake._request_row = local_row
+    fake.row_edits.append(
+        lambda row: row.update(locking_thread_name="panda-local", additional_data_storage=str(tmp_path))
+    )
     info = report_of(fake, rid).specific_info
     assert info.context["job_logs"] == str(tmp_path / "jobs" / str(rid))
     assert info.context["panda_task_ids"] == "wf_01_a_01=5001"

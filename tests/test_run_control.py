@@ -111,14 +111,11 @@ def test_status_by_submit_dir_and_of_unknown_ids(fake, tmp_path):
 
 def test_status_of_an_unknown_iDDS_status(fake):
     rid = add_run(fake)
-    original = fake._request_row
 
-    def odd(request, template):
-        row = original(request, template)
+    def odd(row):
         row["status"]["attributes"]["_name_"] = "Exploded"
-        return row
 
-    fake._request_row = odd
+    fake.row_edits.append(odd)
     state, message = run_control.get_status(fake, str(rid))
     assert state is S.UNKNOWN and "Exploded" in message
 

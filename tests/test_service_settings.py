@@ -32,7 +32,7 @@ def test_defaults_merged(tmp_path: Path) -> None:
     assert settings.max_request_length == defaults["maxRequestLength"]
     assert settings.max_copy_workers == defaults["maxCopyWorkers"]
     assert settings.placeholder_params == tuple(defaults["placeholderParams"])
-    assert settings.submit_side_resolved_params == tuple(defaults["submitSideResolvedParams"])
+    assert set(settings.submit_env) <= set(defaults["submitSideResolvedParams"])
     assert settings.max_walltime_seconds == defaults["maxWalltimeSeconds"]
     assert settings.order_id_map_filename == defaults["orderIdMapFilename"]
     assert settings.enable_job_name_map is False and settings.enable_qnode_map is False

@@ -174,7 +174,7 @@ def test_transient_error_retried(
         original(self, *args, **kwargs)
 
     monkeypatch.setattr(FileResourcePath, "transfer_from", flaky)
-    monkeypatch.setattr(staging, "_RETRY_DELAY", 0.0)
+    monkeypatch.setattr(staging, "RETRY_DELAY", 0.0)
     stage_files(sources, str(tmp_path / "dist"), 2)
     _assert_tree(tmp_path / "dist")
     assert calls.count("job.qgraph") == 2
@@ -184,7 +184,7 @@ def test_transient_error_retried(
 def test_progress_logged(
     tmp_path: Path, sources: dict[str, str], monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    monkeypatch.setattr(staging, "_PROGRESS_INTERVAL", 0.0)
+    monkeypatch.setattr(staging, "PROGRESS_INTERVAL", 0.0)
     caplog.set_level(logging.INFO, logger="lsst.ctrl.bps.panda.staging")
     stage_files(sources, str(tmp_path / "dist"), 1)
     assert "Staged 5/5 file(s), 1037/1037 bytes" in caplog.text
@@ -213,7 +213,7 @@ def test_s3_endpoint(s3_bucket: str, sources: dict[str, str]) -> None:
 
 
 def test_s3_missing_bucket(s3_bucket: str, sources: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(staging, "_RETRY_DELAY", 0.0)
+    monkeypatch.setattr(staging, "RETRY_DELAY", 0.0)
     with pytest.raises(StagingError) as caught:
         stage_files(sources, "s3://no-such-bucket/run1", 4)
     assert len(caught.value.failures) == 5

@@ -546,7 +546,6 @@ class ServiceSettings:
     max_request_length: int
     max_copy_workers: int
     placeholder_params: tuple[str, ...]
-    submit_side_resolved_params: tuple[str, ...]
     submit_env: Mapping[str, str]
     enable_job_name_map: bool
     order_id_map_filename: str
@@ -606,7 +605,6 @@ class ServiceSettings:
             file_distribution_endpoint=_custom_endpoint(config) if custom_job else _endpoint(config),
             runner_command=_runner_command(config),
             submit_env=MappingProxyType({k: os.environ[k] for k in submit_side if k in os.environ}),
-            submit_side_resolved_params=submit_side,
             labels=_label_settings(config, labels),
             max_name_length=max_name_length(),
             event_service=event_service,

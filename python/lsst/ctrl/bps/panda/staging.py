@@ -11,7 +11,7 @@ afterwards, and all failures are reported together in one `StagingError`.
 
 from __future__ import annotations
 
-__all__ = ["stage_files"]
+__all__ = ["PROGRESS_INTERVAL", "RETRY_DELAY", "stage_files"]
 
 import logging
 import time
@@ -27,7 +27,7 @@ _LOG = logging.getLogger(__name__)
 _ATTEMPTS = 3
 """Copies failing with a transient error are tried this many times."""
 
-_RETRY_DELAY = 0.5
+RETRY_DELAY = 0.5
 """Seconds before the first retry; doubled for each further one."""
 
 _PERMANENT_ERRORS = (
@@ -40,7 +40,7 @@ _PERMANENT_ERRORS = (
 )
 """Errors a retry cannot fix."""
 
-_PROGRESS_INTERVAL = 10.0
+PROGRESS_INTERVAL = 10.0
 """Seconds between two progress messages during a long staging."""
 
 
@@ -213,7 +213,7 @@ def _run_copies(copies: list[_Copy], workers: int, total_bytes: int) -> dict[str
                 failures[copy.name] = reason
             done_files += 1
             done_bytes += copy.size
-            if time.monotonic() - last_report >= _PROGRESS_INTERVAL:
+            if time.monotonic() - last_report >= PROGRESS_INTERVAL:
                 last_report = time.monotonic()
                 _LOG.info(
                     "Staged %d/%d file(s), %d/%d bytes", done_files, len(copies), done_bytes, total_bytes
@@ -244,7 +244,7 @@ def _copy_and_verify(copy: _Copy) -> str | None:
             if isinstance(exc, _PERMANENT_ERRORS) or attempt == _ATTEMPTS:
                 return reason
             _LOG.warning("%s (attempt %d of %d, retrying)", reason, attempt, _ATTEMPTS)
-            time.sleep(_RETRY_DELAY * 2 ** (attempt - 1))
+            time.sleep(RETRY_DELAY * 2 ** (attempt - 1))
     if size != copy.size:
         return f"verification of {copy.target} failed: {size} bytes instead of {copy.size}"
     _LOG.debug("Staged %s -> %s (%d bytes)", copy.name, copy.target, size)
