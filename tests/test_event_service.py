@@ -80,8 +80,14 @@ def test_order_id_map_matches_existing_plugin(tmp_path: Path, name: str) -> None
     scenario = RECORDED[name]
     generated, _ = _ours(tmp_path, name, scenario)
     assert generated.order_id_map == scenario["order_id_map"]
-    workflow = build_workflow(name, {label: s // WALLTIME_UNIT for label, s in scenario["walltime"].items()})
-    config = {"runnerCommand": RUNNER, "fileDistributionEndPoint": f"{tmp_path}/dist/", **scenario["config"]}
+    workflow = RECORDER.build_workflow(
+        name, {label: s // WALLTIME_UNIT for label, s in scenario["walltime"].items()}
+    )
+    config = {
+        "runnerCommand": RECORDER.RUNNER,
+        "fileDistributionEndPoint": f"{tmp_path}/dist/",
+        **scenario["config"],
+    }
     staged = "panda_order_id_map.json" in staged_files(tmp_path, workflow, uniqProcName=name, **config)
     assert staged == ("orderIdMapFilename" in scenario["staged"])
 
