@@ -180,9 +180,9 @@ def test_readme_walkthrough_fail_find_fix_restart_succeed(tmp_path: Path) -> Non
     assert proc.returncode == 0, f"{out}\n{proc.stderr}"
     run_id = re.search(r"^run (\d+) failed$", out, re.MULTILINE)
     assert run_id, out
-    run = run_id.group(1)
+    request = run_id.group(1)
     # watch ends with the failure; report names the failed job's PanDA id.
-    assert re.search(rf"^run {run} ended SubFinished \(1 failed job\(s\)\)", out, re.MULTILINE), out
+    assert re.search(rf"^run {request} ended SubFinished \(1 failed job\(s\)\)", out, re.MULTILINE), out
     assert re.search(r"^Failed job \S+_add2_2 \(add2\): PanDA job id \d+, exit code 1", out, re.MULTILINE), (
         out
     )
@@ -190,12 +190,12 @@ def test_readme_walkthrough_fail_find_fix_restart_succeed(tmp_path: Path) -> Non
     failed = [line.split("\t") for line in out.splitlines() if "\tFAILED\t" in line]
     assert len({row[1] for row in failed}) == 1 and failed[0][0] == "add2", failed
     assert failed[0][1].endswith("_add2_2") and failed[0][3:5] == ["1", "1"], failed
-    assert f"/jobs/{run}/add2/{failed[0][1]}/attempt_1/payload.stderr" in failed[0][5]
+    assert f"/jobs/{request}/add2/{failed[0][1]}/attempt_1/payload.stderr" in failed[0][5]
     assert "ValueError: Detector 2 has no usable gain" in out, out
     lines = out.splitlines()
-    assert lines.index(f"run {run} SUCCEEDED") > lines.index(f"run {run} failed"), out
+    assert lines.index(f"run {request} SUCCEEDED") > lines.index(f"run {request} failed"), out
     log = (home / ".lsst" / "panda-local" / "panda-local.log").read_text()
-    assert f"Request {run} restarted" in log and f"Request {run} ended Finished" in log
+    assert f"Request {request} restarted" in log and f"Request {request} ended Finished" in log
     repo = home / "panda-demo" / "repo"
     run([sys.executable, str(DEMO / "check_outputs.py"), str(repo), "--collection", "u/demo/demo_fail",
           "--detectors", str(DETECTORS)], env, tmp_path)  # fmt: skip
