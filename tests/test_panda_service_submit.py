@@ -14,6 +14,7 @@ submit never retried.
 
 from __future__ import annotations
 
+import gc
 import gzip
 import json
 import sys
@@ -99,6 +100,45 @@ def _prepare(tmp_path: Path, service: PanDAService, **values: Any) -> Any:
     workflow = build_workflow(60, tmp_path)
     config = make_config(tmp_path, fileDistributionEndPoint=f"file://{tmp_path}/dist/", **values)
     return service.prepare(config, workflow, str(tmp_path / "submit"))
+
+
+def _inside(function: str) -> bool:
+    frame = sys._getframe(1)
+    while frame is not None:
+        if frame.f_code.co_name == function:
+            return True
+        frame = frame.f_back  # type: ignore[assignment]
+    return False
+
+
+def test_prepare_runs_with_the_collector_paused(tmp_path: Path) -> None:
+    # With a threshold of 1 the collector would run at nearly every
+    # allocation; prepare pauses it for the whole path (flatten to write)
+    # and restores it.
+    inside: list[str] = []
+    outside: list[str] = []
+
+    def count(phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            in_path = _inside("from_generic_workflow") or _inside("write")
+            (inside if in_path else outside).append(phase)
+
+    workflow = build_workflow(60, tmp_path)
+    config = make_config(tmp_path, fileDistributionEndPoint=f"file://{tmp_path}/dist/")
+    service, out_prefix = _service(), str(tmp_path / "submit")
+    thresholds = gc.get_threshold()
+    gc.callbacks.append(count)
+    gc.set_threshold(1)
+    try:
+        prepared = service.prepare(config, workflow, out_prefix)
+        assert gc.isenabled()
+        [list(range(3)) for _ in range(100)]  # enabled again: the collector runs
+    finally:
+        gc.callbacks.remove(count)
+        gc.set_threshold(*thresholds)
+    assert prepared.request.text
+    assert inside == []
+    assert len(outside) > 0
 
 
 def test_submit_success_what_reached_the_wire(tmp_path: Path, relay: _Relay) -> None:

@@ -41,6 +41,7 @@ def exchange(backend: Backend) -> dict[str, Any]:
     """submit_build, the request's row, a refused update_build_request."""
     from lsst.ctrl.bps.panda.exceptions import IDDSRequestError
     from lsst.ctrl.bps.panda.idds_transport import PanDARelayTransport
+    from lsst.ctrl.bps.panda.request_encoding import encode_workflow
 
     name = unique_name("build")
     with backend.active():
@@ -50,7 +51,9 @@ def exchange(backend: Backend) -> dict[str, Any]:
         try:
             update: Any = [
                 "accepted",
-                transport.update_build_request(request_id, "wrong", _build_workflow(name)),
+                transport.update_build_request(
+                    request_id, "wrong", encode_workflow(_build_workflow(name), 0)
+                ),
             ]
         except IDDSRequestError as exc:  # the request id varies: N
             update = ["refused", re.sub(r"request_id: \d+", "request_id: N", exc.detail)[:200]]
