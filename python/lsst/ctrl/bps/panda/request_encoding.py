@@ -177,12 +177,14 @@ def _build_workflow(plan: WorkflowPlan) -> Workflow:
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class _JobPlaces:
-    """Where every job is: its map name as JSON text and its task.
+    """Where every job is: its map name and its task.
 
     Parameters
     ----------
     jobs : `dict` [`str`, `tuple` [`str`, `int`]]
-        Job name to its map name (a JSON literal) and its task's index.
+        Job name to its map name (the plan's string, not a copy: JSON
+        literals are made where they are written, and freed with the
+        map) and its task's index.
     prefixes : `list` [`str`]
         Each task's ``{"task":<name>,"inputname":`` (a job's reference
         in its children's dependencies is this, its literal and ``}``).
@@ -210,8 +212,7 @@ class _JobPlaces:
         """
         jobs: dict[str, tuple[str, int]] = {}
         for index, work in enumerate(planned):
-            literals = map(encode_name, work.map_names)
-            jobs.update(zip(work.job_names, zip(literals, itertools.repeat(index)), strict=True))
+            jobs.update(zip(work.job_names, zip(work.map_names, itertools.repeat(index)), strict=True))
         names = [work.task_name for work in planned]
         return cls(jobs, ['{"task":' + encode_name(name) + ',"inputname":' for name in names], names)
 
@@ -237,8 +238,8 @@ def _add_map(
     """
     jobs, prefixes, parents = places.jobs, places.prefixes, work_plan.parents
     deps = [[jobs[p] for p in parents(name)] for name in work_plan.job_names]
-    references = ([prefixes[t] + literal + "}" for literal, t in ds] for ds in deps)
-    literals = [jobs[name][0] for name in work_plan.job_names]
+    references = ([prefixes[t] + encode_name(name) + "}" for name, t in ds] for ds in deps)
+    literals = [encode_name(name) for name in work_plan.map_names]
     entries = map_entries(literals, work_plan.order_id, references)
     tasks = {t for ds in deps for _, t in ds}
     tasks.discard(index)
