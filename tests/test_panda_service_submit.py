@@ -111,17 +111,19 @@ def _inside(function: str) -> bool:
     return False
 
 
-def test_prepare_runs_with_the_collector_paused(tmp_path: Path) -> None:
+def test_prepare_encodes_with_the_collector_paused(tmp_path: Path) -> None:
     # With a threshold of 1 the collector would run at nearly every
-    # allocation; prepare pauses it for the whole path (flatten to write)
-    # and restores it.
+    # allocation; prepare pauses it while the request is encoded (the one
+    # pause) and restores it.
     inside: list[str] = []
     outside: list[str] = []
 
     def count(phase: str, info: dict[str, int]) -> None:
         if phase == "start":
-            in_path = _inside("from_generic_workflow") or _inside("write")
-            (inside if in_path else outside).append(phase)
+            # The encoding's two halves (the with statement's own entry
+            # and exit are outside the pause).
+            encoding = _inside("_build_workflow") or _inside("encode_workflow")
+            (inside if encoding else outside).append(phase)
 
     workflow = build_workflow(60, tmp_path)
     config = make_config(tmp_path, fileDistributionEndPoint=f"file://{tmp_path}/dist/")

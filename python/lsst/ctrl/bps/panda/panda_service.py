@@ -20,7 +20,6 @@ from lsst.resources import ResourcePath
 from lsst.utils.timer import time_this
 
 from . import run_control
-from .collector_pause import collector_paused
 from .config_checks import check_submission_config, relay_hint
 from .constants import DEFAULTS_URI
 from .exceptions import PanDABpsError, PanDAConfigError, SubmissionCheckError
@@ -72,12 +71,11 @@ class PanDAService(BaseWmsService):
         # Docstring inherited from BaseWmsService.prepare.
         service_class = f"{self.__class__.__module__}.{self.__class__.__name__}"
         with time_this(log=_LOG, level=logging.INFO, prefix=None, msg="Completed PanDA prepare"):
-            with collector_paused():
-                workflow = PandaBpsWmsWorkflow.from_generic_workflow(
-                    config, generic_workflow, out_prefix, service_class
-                )
-                if out_prefix is not None:
-                    workflow.write(out_prefix)
+            workflow = PandaBpsWmsWorkflow.from_generic_workflow(
+                config, generic_workflow, out_prefix, service_class
+            )
+            if out_prefix is not None:
+                workflow.write(out_prefix)
         return workflow
 
     def submit(self, workflow: BaseWmsWorkflow, **kwargs: Any) -> BaseWmsWorkflow:

@@ -13,12 +13,12 @@ JSON text and zipped by `dependency_map`), the final work(s) released by an
 and the one decision whether it must be split into steps. The result is an
 `EncodedRequest`, which the transport sends as it is.
 
-Its speed-up lives here: maps are zipped on a background thread
-(`MapZipper`) while the next one is written. The garbage collector is not
-paused here but once around the whole prepare (`PanDAService.prepare`):
-flatten and plan make as many short-lived containers as the encoding, and
-pausing only the encoding cost 18 % more CPU at 100k realistic jobs
-(``doc/performance.md``).
+Its speed-ups live here and nowhere else: the garbage collector is paused
+while the request is built and serialised (millions of short-lived
+containers, none cyclic; the only pause in the package: pausing it around
+the whole prepare instead measured the same, ``doc/performance.md``), and
+maps are zipped on a background thread (`MapZipper`) while the next one is
+written.
 """
 
 from __future__ import annotations
@@ -34,6 +34,7 @@ from idds.common.utils import json_dumps
 from idds.doma.workflowv2.domapandawork import DomaPanDAWork
 from idds.workflowv2.workflow import AndCondition, Workflow
 
+from .collector_pause import collector_paused
 from .constants import RETRY_UNLESS_EXIT_ATTRIBUTE
 from .dependency_map import MapZipper, encode_name, map_entries
 from .event_service import add_event_fields
@@ -105,7 +106,8 @@ def encode_request(plan: WorkflowPlan, max_request_length: int) -> EncodedReques
     WorkflowTranslationError
         Raised if the workflow cannot be serialised.
     """
-    return encode_workflow(_build_workflow(plan), max_request_length)
+    with collector_paused():
+        return encode_workflow(_build_workflow(plan), max_request_length)
 
 
 def encode_workflow(workflow: Workflow, max_request_length: int) -> EncodedRequest:
