@@ -33,7 +33,7 @@ import pytest
 from click.testing import CliRunner
 
 from lsst.ctrl.bps.panda import oidc_token
-from lsst.ctrl.bps.panda.cli.panda_auth import _relay_failure, panda_auth
+from lsst.ctrl.bps.panda.cli.panda_auth import relay_failure, panda_auth
 
 # The console script of the environment running the tests (its venv's bin/),
 # else the one on PATH.
@@ -555,7 +555,7 @@ def test_reset_relay_refuses_new_token(
     ],
 )
 def test_relay_failure_layers(code: int, output: Any, failure: str | None) -> None:
-    assert _relay_failure(code, output) == failure
+    assert relay_failure(code, output) == failure
 
 
 def test_reset_refuses_stale_pandaclient_import(env: Path, monkeypatch: pytest.MonkeyPatch) -> None:

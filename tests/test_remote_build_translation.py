@@ -21,11 +21,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from idds.common.utils import json_loads
 from recordings import recorded, script
 
 from lsst.ctrl.bps import BpsConfig
 from lsst.ctrl.bps.panda import PanDAService
-from lsst.ctrl.bps.panda.exceptions import PanDAConfigError
+from lsst.ctrl.bps.panda.constants import WORKFLOW_JSON_FILENAME
+from lsst.ctrl.bps.panda.exceptions import PanDABpsError, PanDAConfigError
 from lsst.ctrl.bps.panda.remote_build import BuildWorkflow
 from lsst.ctrl.bps.panda.submit_record import SubmitRecord
 
@@ -45,8 +47,8 @@ class RecordingTransport:
         self.uploaded.append(path)
         return f"{CACHE}/cache/{os.path.basename(path)}"
 
-    def submit_build(self, workflow: Any) -> int:
-        self.builds.append(workflow)
+    def submit_build(self, request: Any) -> int:
+        self.builds.append(request)
         return 7
 
 
@@ -73,8 +75,11 @@ def test_build_request_matches_the_existing_plugin(tmp_path: Path, monkeypatch: 
     transport, workflow, _ = _submit(tmp_path, monkeypatch)
     assert isinstance(workflow, BuildWorkflow)
     assert workflow.run_id == "7"
-    (build,) = transport.builds
+    (request,) = transport.builds
+    build = request.workflow
     assert build.name == RECORDED["workflow_name"]
+    assert not request.split
+    assert json_loads(request.text).template.works.keys() == build.template.works.keys()
     (work,) = build.template.works.values()
     expected = dict(RECORDED["work"])
     normalised = RECORDER
@@ -85,6 +90,16 @@ def test_build_request_matches_the_existing_plugin(tmp_path: Path, monkeypatch: 
     with tarfile.open(archive) as stream:
         assert sorted(stream.getnames()) == RECORDED["archive_members"]
     assert re.search(r"/cache/jobO\.[0-9a-f-]{36}\.tar\.gz remote\.yaml OTHER_SITE$", work.executable)
+
+
+def test_build_request_is_written_as_sent(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    transport, workflow, config = _submit(tmp_path, monkeypatch)
+    (request,) = transport.builds
+    written = Path(config["submitPath"]) / WORKFLOW_JSON_FILENAME
+    assert written.read_text() == request.text + "\n"
+    assert workflow.idds_workflow is request.workflow
+    with pytest.raises(PanDABpsError, match="submit_remote_build"):
+        BuildWorkflow.from_generic_workflow(config, None, None, "x")
 
 
 def test_build_request_is_recorded_for_bps_report(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

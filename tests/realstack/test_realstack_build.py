@@ -1,7 +1,7 @@
 """Remote-build requests through the real relay and the local service.
 
 The plugin's transport sends ``submit_build`` (a ``build_task`` workflow
-made by ``remote_build.make_build_workflow``) and then
+made by ``request_encoding.encode_build_request``) and then
 ``update_build_request`` with a wrong signature. The real answers (relay
 1.0.4 + iDDS 2.6.21 REST, no daemons, no JEDI) are recorded in
 ``tests/data/relay-build.json`` (rewritten when ``REALSTACK_RECORD=1``);
@@ -26,34 +26,32 @@ pytestmark = [pytest.mark.realstack, pytest.mark.timeout(300)]
 RECORD = Path(__file__).parents[1] / "data" / "relay-build.json"
 
 
-def _build_workflow(name: str) -> Any:
-    from lsst.ctrl.bps.panda.remote_build import BuildTaskSettings, make_build_workflow
+def _build_request(name: str) -> Any:
+    from lsst.ctrl.bps.panda.remote_build import BuildTaskSettings
+    from lsst.ctrl.bps.panda.request_encoding import encode_build_request
 
     settings = BuildTaskSettings(
-        runner_command="echo build _download_cmd_line_ _build_cmd_line_ _compute_site_",
+        runner_command="echo build",
         site="LOCAL", cloud="LOCAL", queue=None, rss=2048, rss_max=4096, rss_retry_step=0,
         processing_type=None, priority=500, attempts=1,
     )  # fmt: skip
-    return make_build_workflow(name, settings, "http://127.0.0.1:1/cache/jobO.x.tar.gz", "submit.yaml", None)
+    return encode_build_request(name, "echo build http://127.0.0.1:1/cache/jobO.x.tar.gz submit.yaml", settings)
 
 
 def exchange(backend: Backend) -> dict[str, Any]:
     """submit_build, the request's row, a refused update_build_request."""
     from lsst.ctrl.bps.panda.exceptions import IDDSRequestError
     from lsst.ctrl.bps.panda.idds_transport import PanDARelayTransport
-    from lsst.ctrl.bps.panda.request_encoding import encode_workflow
 
     name = unique_name("build")
     with backend.active():
         transport = PanDARelayTransport(idds_host=backend.idds_server)
-        request_id = transport.submit_build(_build_workflow(name))
+        request_id = transport.submit_build(_build_request(name))
         rows = transport.get_requests(request_id)
         try:
             update: Any = [
                 "accepted",
-                transport.update_build_request(
-                    request_id, "wrong", encode_workflow(_build_workflow(name), 0)
-                ),
+                transport.update_build_request(request_id, "wrong", _build_request(name)),
             ]
         except IDDSRequestError as exc:  # the request id varies: N
             update = ["refused", re.sub(r"request_id: \d+", "request_id: N", exc.detail)[:200]]

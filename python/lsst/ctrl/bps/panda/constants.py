@@ -18,6 +18,7 @@ from functools import cache
 from typing import Any
 
 __all__ = [
+    "BUILD_LABEL",
     "BUILD_REQUEST_VARIABLE",
     "BUILD_SIGNATURE_VARIABLE",
     "CACHE_DOWNLOAD_PREFIX",
@@ -62,6 +63,9 @@ LOCAL_SERVICE_NAME = "panda-local"
 """Identity of the local service in what it serves: ``locking_thread_name``
 of its request rows (how ``reporting`` recognises a local run),
 ``scheduler_id`` of its job rows, issuer and audience of its tokens."""
+
+BUILD_LABEL = "build_task"
+"""Task name (and report label) of a remote build's build job."""
 
 BUILD_REQUEST_VARIABLE = "IDDS_BUILD_REQUEST_ID"
 """Environment variable of a remote-build job: the request it builds into."""

@@ -800,13 +800,14 @@ class PanDARelayTransport:
         """
         return self._control("retry", request_id)
 
-    def submit_build(self, workflow: Any) -> int:
-        """Submit a remote-build workflow (``submit_build``; never retried).
+    def submit_build(self, request: EncodedRequest) -> int:
+        """Submit a remote-build request (``submit_build``; never retried).
 
         Parameters
         ----------
-        workflow : `idds.workflowv2.workflow.Workflow`
-            The build workflow (one ``build_task`` work).
+        request : `EncodedRequest`
+            The build request (`request_encoding.encode_build_request`);
+            its text is sent as it is.
 
         Returns
         -------
@@ -818,8 +819,9 @@ class PanDARelayTransport:
         IDDSRequestError
             If refused or the reply holds no request id.
         """
+        workflow = request.workflow
         kwargs = {"workflow": workflow, "username": None, "use_dataset_name": False}
-        result = self._call("submit_build", kwargs)
+        result = self._call("submit_build", kwargs, None, _PresetDumper(workflow, request.text))
         if not isinstance(result, int) or isinstance(result, bool) or result <= 0:
             raise IDDSRequestError("submit_build", None, f"no request id: {_truncate(result)}")
         return result

@@ -23,24 +23,25 @@ __all__ = [
     "BuildTaskSettings",
     "BuildWorkflow",
     "build_task_settings",
-    "make_build_workflow",
+    "build_command",
     "submit_remote_build",
 ]
 
 import logging
 import os
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from lsst.ctrl.bps import BaseWmsWorkflow
 
-from .exceptions import PanDAConfigError
+from .constants import BUILD_LABEL, WORKFLOW_JSON_FILENAME
+from .exceptions import PanDABpsError, PanDAConfigError
 from .service_settings import max_name_length
 
-_LOG = logging.getLogger(__name__)
+if TYPE_CHECKING:
+    from .request_encoding import EncodedRequest
 
-BUILD_LABEL = "build_task"
-"""Task name (and report label) of the build job."""
+_LOG = logging.getLogger(__name__)
 
 _NO_EXPANSION = {"replaceVars": True, "expandEnvVars": False, "replaceEnvVars": False, "required": False}
 """Search options of the build values (``$`` left for the worker's shell)."""
@@ -60,24 +61,35 @@ class BuildWorkflow(BaseWmsWorkflow):
         Run name (``uniqProcName``).
     config : `lsst.ctrl.bps.BpsConfig`
         The submit configuration.
-    idds_workflow : `idds.workflowv2.workflow.Workflow`
-        The build workflow.
+    request : `~lsst.ctrl.bps.panda.request_encoding.EncodedRequest`
+        The build request (`request_encoding.encode_build_request`).
     """
 
-    def __init__(self, name: str, config: Any, idds_workflow: Any) -> None:
+    def __init__(self, name: str, config: Any, request: EncodedRequest) -> None:
         super().__init__(name, config)
-        self.idds_workflow = idds_workflow
+        self.request = request
+
+    @property
+    def idds_workflow(self) -> Any:
+        """The build request's iDDS workflow (one ``build_task`` work)."""
+        return self.request.workflow
 
     @classmethod
     def from_generic_workflow(
         cls, config: Any, generic_workflow: Any, out_prefix: str | None, service_class: str
     ) -> BaseWmsWorkflow:
         # Docstring inherited from BaseWmsWorkflow.from_generic_workflow.
-        raise NotImplementedError("a build workflow is made by make_build_workflow")
+        raise PanDABpsError(
+            "a build workflow is made by submit_remote_build from the remoteBuild section, "
+            "not from a GenericWorkflow"
+        )
 
     def write(self, out_prefix: str) -> None:
         # Docstring inherited from BaseWmsWorkflow.write.
-        raise NotImplementedError("a build workflow is not written")
+        path = os.path.join(out_prefix, WORKFLOW_JSON_FILENAME)
+        with open(path, "w") as stream:
+            stream.write(self.request.text + "\n")
+        _LOG.info("Wrote the build request (%d bytes) to %s", len(self.request.text), path)
 
 
 @dataclass(frozen=True)
@@ -156,70 +168,33 @@ def build_task_settings(config: Any, remote_build: Any) -> BuildTaskSettings:
     )
 
 
-def make_build_workflow(
-    name: str, settings: BuildTaskSettings, archive_url: str, config_file: str, compute_site: str | None
-) -> Any:
-    """Return the iDDS build workflow (one ``build_task`` work).
+def build_command(
+    settings: BuildTaskSettings, archive_url: str, config_file: str, compute_site: str | None
+) -> str:
+    """Return the build job's command line (``remoteBuild.runnerCommand``).
 
     Parameters
     ----------
-    name : `str`
-        Workflow name (``uniqProcName``).
     settings : `BuildTaskSettings`
         The build task's values.
     archive_url : `str`
-        PanDA cache URL of the archive of the submit inputs.
+        PanDA cache URL of the archive of the submit inputs
+        (``_download_cmd_line_``).
     config_file : `str`
-        The submit file (its base name is passed to the build decoder).
+        The submit file; its base name is ``_build_cmd_line_``.
     compute_site : `str` or `None`
-        ``bps submit --compute-site``, passed on to the remote build.
+        ``bps submit --compute-site`` (``_compute_site_``).
 
     Returns
     -------
-    workflow : `idds.workflowv2.workflow.Workflow`
-        The workflow.
+    command : `str`
+        The command.
     """
-    from idds.doma.workflowv2.domapandawork import DomaPanDAWork
-    from idds.workflowv2.workflow import Workflow
-
-    command = (
+    return (
         settings.runner_command.replace("_download_cmd_line_", archive_url)
         .replace("_build_cmd_line_", os.path.basename(config_file))
         .replace("_compute_site_", compute_site or "")
     )
-    work = DomaPanDAWork(
-        executable=command,
-        task_type="lsst_build",
-        primary_input_collection={"scope": "pseudo_dataset", "name": "pseudo_input_collection#1"},
-        output_collections=[{"scope": "pseudo_dataset", "name": "pseudo_output_collection#1"}],
-        log_collections=[],
-        dependency_map=None,
-        task_name=BUILD_LABEL,
-        task_queue=settings.queue,
-        encode_command_line=True,
-        prodSourceLabel="managed",
-        processing_type=settings.processing_type,
-        task_log={
-            "dataset": "PandaJob_#{pandaid}/",
-            "destination": "local",
-            "param_type": "log",
-            "token": "local",
-            "type": "template",
-            "value": "log.tgz",
-        },  # fmt: skip
-        task_rss=settings.rss,
-        task_rss_max=settings.rss_max,
-        task_rss_retry_offset=0 if settings.rss_retry_step else settings.rss,
-        task_rss_retry_step=settings.rss_retry_step,
-        task_cloud=settings.cloud,
-        task_site=settings.site,
-        task_priority=settings.priority,
-        maxattempt=settings.attempts,
-    )
-    workflow = Workflow()
-    workflow.add_work(work)
-    workflow.name = name
-    return workflow
 
 
 def _archive_members(remote_build: Any, config_file: str) -> dict[str, str]:
@@ -258,6 +233,7 @@ def submit_remote_build(transport: Any, config: Any, remote_build: Any, config_f
     """
     from .idds_transport import cache_url
     from .job_archive import new_archive_name, write_job_archive
+    from .request_encoding import encode_build_request
     from .submit_record import SubmitRecord, TaskRecord
 
     settings = build_task_settings(config, remote_build)
@@ -269,14 +245,15 @@ def submit_remote_build(transport: Any, config: Any, remote_build: Any, config_f
     url = transport.put_cache_file(archive)
     if url != cache_url(os.path.basename(archive)):
         _LOG.debug("Archive %s is cached as %s", archive, url)
-    idds_workflow = make_build_workflow(name, settings, url, config_file, compute_site)
-    request_id = transport.submit_build(idds_workflow)
+    request = encode_build_request(name, build_command(settings, url, config_file, compute_site), settings)
+    workflow = BuildWorkflow(name, config, request)
+    workflow.write(submit_path)  # what is sent, for the operator
+    request_id = transport.submit_build(request)
     extra = {key: config.search(key, {"default": None})[1] for key in ("operator", "project", "campaign")}
     extra.update(payload=config.search("payloadName", {"default": None})[1], site=settings.site)
     record = SubmitRecord(name, submit_path, {BUILD_LABEL: TaskRecord(BUILD_LABEL, 1)}, request_id, extra)
     record.write()
     record.register()
-    workflow = BuildWorkflow(name, config, idds_workflow)
     workflow.run_id = str(request_id)
     _LOG.info("Submitted remote build request %s (%s); the workflow is built at the site", request_id, name)
     return workflow

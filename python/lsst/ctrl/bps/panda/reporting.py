@@ -45,10 +45,9 @@ from idds.common.constants import RequestStatus
 
 from lsst.ctrl.bps import WmsJobReport, WmsRunReport, WmsSpecificInfo, WmsStates
 
-from .constants import LOCAL_SERVICE_NAME
+from .constants import BUILD_LABEL, LOCAL_SERVICE_NAME
 from .exceptions import IDDSRequestError, PandaAuthError, PanDABpsError, PanDAConfigError
 from .idds_model import BUCKET_STATUS, DATE_FORMAT
-from .remote_build import BUILD_LABEL
 from .run_lookup import RunRef, check_request_name, indexed_record, resolve_run
 from .status_mapping import content_state, enum_name, job_state, request_state, transform_state
 from .submit_record import SubmitRecord

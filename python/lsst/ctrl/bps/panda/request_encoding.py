@@ -23,23 +23,27 @@ written.
 
 from __future__ import annotations
 
-__all__ = ["TASK_LOG", "EncodedRequest", "encode_request", "encode_workflow"]
+__all__ = ["TASK_LOG", "EncodedRequest", "encode_build_request", "encode_request", "encode_workflow"]
 
 import dataclasses
 import functools
 import itertools
 import logging
+from typing import TYPE_CHECKING
 
 from idds.common.utils import json_dumps
 from idds.doma.workflowv2.domapandawork import DomaPanDAWork
 from idds.workflowv2.workflow import AndCondition, Workflow
 
 from .collector_pause import collector_paused
-from .constants import RETRY_UNLESS_EXIT_ATTRIBUTE
+from .constants import BUILD_LABEL, RETRY_UNLESS_EXIT_ATTRIBUTE
 from .dependency_map import MapZipper, encode_name, map_entries
 from .event_service import add_event_fields
 from .exceptions import WorkflowTranslationError
 from .workflow_plan import WorkflowPlan, WorkPlan
+
+if TYPE_CHECKING:
+    from .remote_build import BuildTaskSettings
 
 _LOG = logging.getLogger(__name__)
 
@@ -108,6 +112,50 @@ def encode_request(plan: WorkflowPlan, max_request_length: int) -> EncodedReques
     """
     with collector_paused():
         return encode_workflow(_build_workflow(plan), max_request_length)
+
+
+def encode_build_request(name: str, command: str, task: BuildTaskSettings) -> EncodedRequest:
+    """Encode the request of a remote build: one ``build_task`` work.
+
+    Parameters
+    ----------
+    name : `str`
+        Request name (``uniqProcName``).
+    command : `str`
+        The build job's command line (`remote_build.build_command`).
+    task : `~lsst.ctrl.bps.panda.remote_build.BuildTaskSettings`
+        The build task's values.
+
+    Returns
+    -------
+    request : `EncodedRequest`
+        The request (never split).
+    """
+    work = DomaPanDAWork(
+        executable=command,
+        task_type="lsst_build",
+        primary_input_collection={"scope": "pseudo_dataset", "name": "pseudo_input_collection#1"},
+        output_collections=[{"scope": "pseudo_dataset", "name": "pseudo_output_collection#1"}],
+        log_collections=[],
+        dependency_map=None,
+        task_name=BUILD_LABEL,
+        task_queue=task.queue,
+        encode_command_line=True,
+        prodSourceLabel="managed",
+        processing_type=task.processing_type,
+        task_log=dict(TASK_LOG),
+        task_rss=task.rss,
+        task_rss_max=task.rss_max,
+        task_rss_retry_offset=0 if task.rss_retry_step else task.rss,
+        task_rss_retry_step=task.rss_retry_step,
+        task_cloud=task.cloud,
+        task_site=task.site,
+        task_priority=task.priority,
+        maxattempt=task.attempts,
+    )
+    workflow = Workflow(name=name)
+    workflow.add_work(work)
+    return encode_workflow(workflow, 0)
 
 
 def encode_workflow(workflow: Workflow, max_request_length: int) -> EncodedRequest:

@@ -23,7 +23,7 @@ panda-client is imported only inside the commands that talk to a server.
 
 from __future__ import annotations
 
-__all__ = ["main", "panda_auth"]
+__all__ = ["main", "panda_auth", "relay_failure"]
 
 import json
 import logging
@@ -370,14 +370,26 @@ def _relay_login(client: Any, env: AuthEnvironment, verbose: bool) -> str | None
         ) from exc
     if not oidc_token.token_path().exists():
         raise PandaAuthError(f"panda-client stored no token in {oidc_token.token_path()}")
-    return _relay_failure(code, output)
+    return relay_failure(code, output)
 
 
-def _relay_failure(code: int, output: Any) -> str | None:
+def relay_failure(code: int, output: Any) -> str | None:
     """Unwrap a relay reply; `None` if the relay accepted the call.
 
     An iDDS-side error (layer 3) still means the token was accepted, so it
     is only logged.
+
+    Parameters
+    ----------
+    code : `int`
+        panda-client's status code of the call (0: the relay answered).
+    output : `typing.Any`
+        What the call returned.
+
+    Returns
+    -------
+    failure : `str` or `None`
+        Why the relay refused the call, or `None` when it accepted it.
     """
     if code != 0:
         return str(output)
