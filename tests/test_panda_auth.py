@@ -33,7 +33,7 @@ import pytest
 from click.testing import CliRunner
 
 from lsst.ctrl.bps.panda import oidc_token
-from lsst.ctrl.bps.panda.cli.panda_auth import relay_failure, panda_auth
+from lsst.ctrl.bps.panda.cli.panda_auth import panda_auth, relay_failure
 
 # The console script of the environment running the tests (its venv's bin/),
 # else the one on PATH.

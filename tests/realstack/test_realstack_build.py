@@ -35,7 +35,9 @@ def _build_request(name: str) -> Any:
         site="LOCAL", cloud="LOCAL", queue=None, rss=2048, rss_max=4096, rss_retry_step=0,
         processing_type=None, priority=500, attempts=1,
     )  # fmt: skip
-    return encode_build_request(name, "echo build http://127.0.0.1:1/cache/jobO.x.tar.gz submit.yaml", settings)
+    return encode_build_request(
+        name, "echo build http://127.0.0.1:1/cache/jobO.x.tar.gz submit.yaml", settings
+    )
 
 
 def exchange(backend: Backend) -> dict[str, Any]:

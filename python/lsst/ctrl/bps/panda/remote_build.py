@@ -22,8 +22,8 @@ __all__ = [
     "BUILD_LABEL",
     "BuildTaskSettings",
     "BuildWorkflow",
-    "build_task_settings",
     "build_command",
+    "build_task_settings",
     "submit_remote_build",
 ]
 
