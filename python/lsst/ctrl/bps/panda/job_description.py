@@ -40,6 +40,11 @@ from .workflow_graph import FlatWorkflow
 _NAME = operator.attrgetter("name")
 
 
+def _exe_key(exe: Any) -> tuple[str, bool] | None:
+    """Return what a job's command and files take from its executable."""
+    return None if exe is None else (exe.src_uri, bool(exe.transfer_executable))
+
+
 @dataclasses.dataclass(frozen=True, slots=True)
 class JobFiles:
     """Files of jobs sharing the same inputs, outputs and executable.
@@ -174,8 +179,8 @@ class _Describer:
 
     Jobs of a label usually share their executable, argument template and
     file objects, so each is resolved once: the template by its text, the
-    files by the identity of the objects first (they live as long as the
-    workflow), then by their names.
+    files by their names (with the executable's source in both keys). A job
+    whose objects are those of the job before reuses its result at once.
 
     Parameters
     ----------
@@ -194,7 +199,6 @@ class _Describer:
         self._known = set(stage)
         self._templates: dict[tuple[Any, ...], CommandTemplate] = {}
         self._files: dict[tuple[Any, ...], JobFiles] = {}
-        self._files_by_id: dict[tuple[Any, ...], JobFiles] = {}
         self._last_template: tuple[Any, Any, Any, CommandTemplate | None] = (None, None, None, None)
         self._last_files: tuple[Any, list[Any], list[Any], JobFiles] | None = None
 
@@ -275,7 +279,7 @@ class _Describer:
         if last is not None and last_exe is exe and last_arguments is job.arguments:
             if last_environment == environment:
                 return last  # same as the previous job
-        key = (id(exe), job.arguments, tuple(environment.items()) if environment else ())
+        key = (_exe_key(exe), job.arguments, tuple(environment.items()) if environment else ())
         template = self._templates.get(key)
         if template is None:
             if exe is None or not exe.src_uri:
@@ -313,14 +317,10 @@ class _Describer:
         last = self._last_files
         if last is not None and last[0] is exe and last[1] == inputs and last[2] == outputs:
             return last[3]  # same file objects as the previous job (list == checks identity first)
-        fast = (id(exe), tuple(map(id, inputs)), tuple(map(id, outputs)))
-        found = self._files_by_id.get(fast)
+        key = (_exe_key(exe), tuple(map(_NAME, inputs)), tuple(map(_NAME, outputs)))
+        found = self._files.get(key)
         if found is None:
-            key = (id(exe), tuple(map(_NAME, inputs)), tuple(map(_NAME, outputs)))
-            found = self._files.get(key)
-            if found is None:
-                found = self._files[key] = self._new_files(name, len(self._files), job, (inputs, outputs))
-            self._files_by_id[fast] = found
+            found = self._files[key] = self._new_files(name, len(self._files), job, (inputs, outputs))
         self._last_files = (exe, inputs, outputs, found)
         return found
 
