@@ -10,7 +10,7 @@ import pytest
 from idds.common.constants import ContentStatus, RequestStatus, TransformStatus
 
 from lsst.ctrl.bps.panda.local.conditions import Check, Operator, parse_condition
-from lsst.ctrl.bps.panda.local.graph import JobState, RunGraph, StoredRequest, TransformState
+from lsst.ctrl.bps.panda.local.graph import AttemptOutcome, JobState, RunGraph, StoredRequest, TransformState
 from lsst.ctrl.bps.panda.local.run_events import EventKind, RunEvent
 
 _FINAL_SPEC = {
@@ -43,16 +43,24 @@ def _request() -> StoredRequest:
     )
 
 
-def _run(graph: RunGraph, exit_codes: dict[str, int]) -> list[str]:
-    """Run every launch to its end; return the job names in launch order."""
+def _run(
+    graph: RunGraph, exit_codes: dict[str, int], outcomes: list[AttemptOutcome | None] | None = None
+) -> list[str]:
+    """Run every launch to its end; return the job names in launch order.
+
+    The outcome of each attempt goes to ``outcomes`` when given.
+    """
     names = []
+    outcomes = [] if outcomes is None else outcomes
     graph.settle()
     launches = graph.next_launches()
     while launches:
         for launch in launches:
             names.append(launch.name)
             graph.free += launch.slots
-            graph.complete(launch.job_id, launch.panda_id, exit_codes.get(launch.name, 0), 0.0)
+            outcomes.append(
+                graph.complete(launch.job_id, launch.panda_id, exit_codes.get(launch.name, 0), 0.0)
+            )
         graph.settle()
         launches = graph.next_launches()
     return names
@@ -99,7 +107,9 @@ def test_chain_runs_then_final_job_released_by_condition() -> None:
 def test_failure_retried_then_missing_child_and_retry_command() -> None:
     graph = RunGraph(slots=1)
     graph.load(_request())
-    assert _run(graph, {"a": 1}) == ["a", "a", "f"]
+    outcomes: list[AttemptOutcome | None] = []
+    assert _run(graph, {"a": 1}, outcomes) == ["a", "a", "f"]
+    assert outcomes == [AttemptOutcome.RETRY, AttemptOutcome.FAILED, AttemptOutcome.FINISHED]
     req = graph.requests[1]
     assert req.status == RequestStatus.SubFinished
     assert graph.jobs[2].status == ContentStatus.Missing
@@ -110,6 +120,17 @@ def test_failure_retried_then_missing_child_and_retry_command() -> None:
     assert req.status == RequestStatus.Finished
     assert graph.jobs[1].attempt_nr == 3
     assert not graph.retry(1)  # nothing failed
+
+
+def test_exit_code_in_retry_unless_exit_fails_at_once() -> None:
+    request = _request()
+    request.transforms[0].retry_unless_exit = frozenset({3})
+    graph = RunGraph(slots=1)
+    graph.load(request)
+    outcomes: list[AttemptOutcome | None] = []
+    assert _run(graph, {"a": 3}, outcomes) == ["a", "f"]
+    assert outcomes == [AttemptOutcome.FAILED_NO_RETRY, AttemptOutcome.FINISHED]
+    assert graph.jobs[1].status == ContentStatus.FinalFailed and graph.jobs[1].attempt_nr == 1
 
 
 def test_abort_kills_running_and_cancels_the_rest() -> None:

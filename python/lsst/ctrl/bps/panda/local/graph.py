@@ -13,9 +13,19 @@ launches the batch returned once that transaction is committed.
 
 from __future__ import annotations
 
-__all__ = ["JobState", "Launch", "RequestState", "RunChanges", "RunGraph", "StoredRequest", "TransformState"]
+__all__ = [
+    "AttemptOutcome",
+    "JobState",
+    "Launch",
+    "RequestState",
+    "RunChanges",
+    "RunGraph",
+    "StoredRequest",
+    "TransformState",
+]
 
 import dataclasses
+import enum
 import logging
 import time
 from collections import Counter, deque
@@ -39,6 +49,19 @@ from .statuses import request_status
 _LOG = logging.getLogger(__name__)
 
 _RUNNABLE = (ContentStatus.Activated, ContentStatus.Failed)
+
+
+class AttemptOutcome(enum.Enum):
+    """What the end of an attempt did to its job (`RunGraph.complete`)."""
+
+    FINISHED = "finished"
+    """Exit code 0: the job is done."""
+    RETRY = "retry"
+    """Failed with attempts left: the job runs again."""
+    FAILED = "failed"
+    """Failed with no attempt left: the job failed for good."""
+    FAILED_NO_RETRY = "failed-no-retry"
+    """Exit code listed in ``retryUnlessExit``: failed for good at once."""
 
 
 @dataclass
@@ -318,7 +341,7 @@ class RunGraph:
                         self._set(child, ContentStatus.Activated, "activated")
                         self.ready.append(child_id)
 
-    def complete(self, job_id: int, panda_id: int, exit_code: int, end_time: float) -> str | None:
+    def complete(self, job_id: int, panda_id: int, exit_code: int, end_time: float) -> AttemptOutcome | None:
         """Record the end of an attempt: success, retry, or final failure.
 
         An exit code listed in the work's ``retryUnlessExit`` ends the job at
@@ -338,10 +361,8 @@ class RunGraph:
 
         Returns
         -------
-        outcome : `str` or `None`
-            ``finished``, ``retry``, ``failed`` (attempts used up) or
-            ``failed-no-retry`` (exit code in ``retryUnlessExit``); `None`
-            for a stale attempt.
+        outcome : `AttemptOutcome` or `None`
+            What became of the job; `None` for a stale attempt.
         """
         job = self.jobs.get(job_id)
         if job is None or job.panda_id != panda_id or job.status != ContentStatus.Processing:
@@ -349,25 +370,25 @@ class RunGraph:
         job.exit_code = exit_code
         job.end_time = end_time
         outcome = self._outcome(job, exit_code)
-        if outcome == "retry":
+        if outcome is AttemptOutcome.RETRY:
             self._set(job, ContentStatus.Failed, "failed")
             self.ready.append(job_id)
             return outcome
-        if outcome == "finished":
+        if outcome is AttemptOutcome.FINISHED:
             self._set(job, ContentStatus.Available, "finished")
         else:
             self._set(job, ContentStatus.FinalFailed, "failed")
         self._ended(job)
         return outcome
 
-    def _outcome(self, job: JobState, exit_code: int) -> str:
+    def _outcome(self, job: JobState, exit_code: int) -> AttemptOutcome:
         if exit_code == 0:
-            return "finished"
+            return AttemptOutcome.FINISHED
         tf = self.transforms[job.transform_id]
         if exit_code in tf.retry_unless_exit:
-            return "failed-no-retry"
+            return AttemptOutcome.FAILED_NO_RETRY
         used = job.attempt_nr - job.attempt_base - job.lost_attempts
-        return "retry" if used < tf.max_attempt else "failed"
+        return AttemptOutcome.RETRY if used < tf.max_attempt else AttemptOutcome.FAILED
 
     def not_started(self, job_id: int, panda_id: int) -> None:
         """Make a job runnable again after its attempt could not be started.

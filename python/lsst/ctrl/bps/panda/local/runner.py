@@ -40,7 +40,7 @@ from sqlalchemy import Connection
 from lsst.ctrl.bps.panda.constants import BUILD_REQUEST_VARIABLE, BUILD_SIGNATURE_VARIABLE, IN_PLACEHOLDER
 
 from .build import build_signature
-from .graph import JobState, Launch, RunGraph
+from .graph import AttemptOutcome, JobState, Launch, RunGraph
 from .layout import PAYLOAD_STDERR, PAYLOAD_STDOUT, StateLayout
 from .naming import bps_job_name
 from .run_events import EventKind, RunEvent
@@ -53,6 +53,13 @@ JOB_MARKER_VARIABLE = "PANDA_LOCAL_JOB"
 """Set in every job's environment to ``<state dir>:<panda id>``."""
 
 _KILL_GRACE = 5.0
+
+_FAILURE_TEXT = {
+    AttemptOutcome.RETRY: "will be retried",
+    AttemptOutcome.FAILED: "failed for good (no attempts left)",
+    AttemptOutcome.FAILED_NO_RETRY: "failed for good (exit code in retryUnlessExit, not retried)",
+}
+"""How ``panda-local.log`` words each failed outcome of an attempt."""
 
 _FAULT_FIRST_PAUSE = 0.5
 _FAULT_MAX_PAUSE = 30.0
@@ -393,16 +400,12 @@ class Runner:
                          error, fault.retry_in)  # fmt: skip
         self._stopping.wait(fault.retry_in)
 
-    def _log_outcome(self, launch: Launch, exit_code: int, outcome: str | None) -> None:
+    def _log_outcome(self, launch: Launch, exit_code: int, outcome: AttemptOutcome | None) -> None:
         """Write one ``panda-local.log`` line for a failed attempt."""
-        if outcome not in ("retry", "failed", "failed-no-retry"):
+        what = _FAILURE_TEXT.get(outcome) if outcome is not None else None
+        if what is None:
             return
         stderr = os.path.join(self._workdir(launch), PAYLOAD_STDERR)
-        what = {
-            "retry": "will be retried",
-            "failed": "failed for good (no attempts left)",
-            "failed-no-retry": "failed for good (exit code in retryUnlessExit, not retried)",
-        }[outcome]
         name = bps_job_name(launch.job_name or launch.name)
         _LOG.warning("Request %d job %s attempt %d exited %d: %s; stderr %s",
                      launch.request_id, name, launch.attempt_nr, exit_code, what, stderr)  # fmt: skip
