@@ -1,7 +1,8 @@
 """Test-wide set-up: keep panda-client offline before anything imports it.
 
 Also the local service fixtures shared by the modules that drive a
-``panda-local`` daemon: `service` and `client`.
+``panda-local`` daemon, `service` and `client`, and the existing plugin's
+decoder for the modules that compare with it (`reference_decoder`).
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ os.environ.setdefault(
     "CTRL_BPS_PANDA_RUN_INDEX",
     os.path.join(os.environ.get("TMPDIR", "/tmp"), "ctrl_bps_panda_test_runs.jsonl"),
 )
+
+from reference_decoder import reference_shadow, reference_wheel  # noqa: F401 (fixtures)
 
 
 @pytest.fixture(scope="module")

@@ -14,7 +14,6 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from prepare_helpers import make_config, works
-from test_cmd_line_decoder import reference_shadow, reference_wheel  # noqa: F401 (fixtures)
 
 from lsst.ctrl.bps import GenericWorkflow, GenericWorkflowExec, GenericWorkflowFile, GenericWorkflowJob
 from lsst.ctrl.bps.panda.command_line import (
@@ -235,7 +234,7 @@ def _run_line(line: str, launcher: str, work: Path, pythonpath: str) -> str:
 
 
 @pytest.mark.parametrize("mode", ["plain", "job_name_map", "qnode_map"])
-def test_round_trip_through_both_decoders(tmp_path: Path, reference_shadow: Path, mode: str) -> None:  # noqa: F811
+def test_round_trip_through_both_decoders(tmp_path: Path, reference_shadow: Path, mode: str) -> None:
     """Our composed line, run by the site's decoder and by ours, runs
     exactly the intended command."""
     line, _ = _prepared_line(tmp_path, mode)
