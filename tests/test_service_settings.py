@@ -22,9 +22,11 @@ ROOT = Path(__file__).resolve().parents[1]
 DEFAULTS = ROOT / "python/lsst/ctrl/bps/panda/etc/panda_defaults.yaml"
 
 
-def test_defaults_merged(tmp_path: Path) -> None:
-    settings = ServiceSettings.from_config(make_config(tmp_path), ["label1"])
+def test_defaults_merged(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     defaults = yaml.safe_load(DEFAULTS.read_text())
+    for name in defaults["submitSideResolvedParams"]:
+        monkeypatch.setenv(name, f"value-of-{name}")
+    settings = ServiceSettings.from_config(make_config(tmp_path), ["label1"])
     assert settings.compute_site == "SITE"
     assert settings.file_distribution_endpoint == f"file://{tmp_path}/dist/"
     assert settings.runner_command == defaults["runnerCommand"]
@@ -32,7 +34,9 @@ def test_defaults_merged(tmp_path: Path) -> None:
     assert settings.max_request_length == defaults["maxRequestLength"]
     assert settings.max_copy_workers == defaults["maxCopyWorkers"]
     assert settings.placeholder_params == tuple(defaults["placeholderParams"])
-    assert set(settings.submit_env) <= set(defaults["submitSideResolvedParams"])
+    assert dict(settings.submit_env) == {
+        name: f"value-of-{name}" for name in defaults["submitSideResolvedParams"]
+    }
     assert settings.max_walltime_seconds == defaults["maxWalltimeSeconds"]
     assert settings.order_id_map_filename == defaults["orderIdMapFilename"]
     assert settings.enable_job_name_map is False and settings.enable_qnode_map is False
