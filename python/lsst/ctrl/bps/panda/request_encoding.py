@@ -29,7 +29,7 @@ import dataclasses
 import functools
 import itertools
 import logging
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from idds.common.utils import json_dumps
 from idds.doma.workflowv2.domapandawork import DomaPanDAWork
@@ -134,9 +134,7 @@ def encode_build_request(name: str, command: str, task: BuildTaskSettings) -> En
     work = DomaPanDAWork(
         executable=command,
         task_type="lsst_build",
-        primary_input_collection={"scope": "pseudo_dataset", "name": "pseudo_input_collection#1"},
-        output_collections=[{"scope": "pseudo_dataset", "name": "pseudo_output_collection#1"}],
-        log_collections=[],
+        **_pseudo_collections(1),
         dependency_map=None,
         task_name=BUILD_LABEL,
         task_queue=task.queue,
@@ -330,6 +328,27 @@ def _assign_map(work: DomaPanDAWork, inputs: int, edges: int, zipped: str) -> No
     work.num_dependencies = edges
 
 
+def _pseudo_collections(number: int) -> dict[str, Any]:
+    """Return the collection arguments of a work (PanDA reads no dataset).
+
+    Parameters
+    ----------
+    number : `int`
+        The work's number in its request (from 1).
+
+    Returns
+    -------
+    arguments : `dict` [`str`, `typing.Any`]
+        ``primary_input_collection``, ``output_collections`` and
+        ``log_collections`` for `DomaPanDAWork`.
+    """
+    return {
+        "primary_input_collection": {"scope": "pseudo_dataset", "name": f"pseudo_input_collection#{number}"},
+        "output_collections": [{"scope": "pseudo_dataset", "name": f"pseudo_output_collection#{number}"}],
+        "log_collections": [],
+    }
+
+
 def _new_work(plan: WorkflowPlan, work_plan: WorkPlan) -> DomaPanDAWork:
     """Create a work for a planned task, without its dependency map.
 
@@ -348,9 +367,7 @@ def _new_work(plan: WorkflowPlan, work_plan: WorkPlan) -> DomaPanDAWork:
     task, number, event_service = work_plan.task, work_plan.number, work_plan.event_service
     work = DomaPanDAWork(
         executable=work_plan.executable,
-        primary_input_collection={"scope": "pseudo_dataset", "name": f"pseudo_input_collection#{number}"},
-        output_collections=[{"scope": "pseudo_dataset", "name": f"pseudo_output_collection#{number}"}],
-        log_collections=[],
+        **_pseudo_collections(number),
         dependency_map=[],
         task_name=work_plan.task_name,
         task_queue=task.queue,
